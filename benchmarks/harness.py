@@ -1,0 +1,140 @@
+"""Timing harness: warm-up, then interleaved timed runs (A B A B …), robust statistics, and the machine's identity.
+
+These machines are noisy (shared cores, frequency scaling): one run means nothing, and two cases timed one after
+the other see different machines. Interleaving gives every case the same conditions; medians and ratios of medians
+are what we report.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Latency statistics of one case, in milliseconds."""
+
+    runs: int
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> "Stats":
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        if ms.size == 0:
+            raise ValueError("no timed runs")
+        return cls(
+            runs=int(ms.size),
+            median_ms=float(np.median(ms)),
+            p90_ms=float(np.percentile(ms, 90)),
+            min_ms=float(ms.min()),
+            max_ms=float(ms.max()),
+            mean_ms=float(ms.mean()),
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def interleaved(
+    cases: dict[str, Callable[[], object]],
+    warmup: int,
+    runs: int,
+    on_step: Callable[[], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Time every case `runs` times, in the order A B C A B C …, after `warmup` untimed rounds of each.
+
+    Returns seconds per run, per case. `on_step` is called after every single call (progress bars).
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError("runs must be >= 1 and warmup >= 0")
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+            if on_step:
+                on_step()
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, fn in cases.items():
+            t0 = clock()
+            fn()
+            times[name].append(clock() - t0)
+            if on_step:
+                on_step()
+    return times
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# The ISA extensions that decide which kernels an engine can use (fp32 FMA width, int8 dot products, AMX tiles).
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8",
+              "amx_bf16", "asimd", "asimddp", "sve", "i8mm")
+
+
+def _isa_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags |= set(line.split(":", 1)[1].split())
+    return [f for f in _ISA_FLAGS if f in flags]
+
+
+def git_revision() -> str | None:
+    """The repository's HEAD (with "+dirty" when the tree has changes), or None outside a checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def device_info() -> dict[str, object]:
+    """Where a row was measured: CPU, cores, ISA flags, OS, Python, git revision, time (UTC)."""
+    return {
+        "device": platform.node(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "isa": _isa_flags(),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "git": git_revision(),
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if platform.system() != "Darwin" else peak / 2**20  # KiB on Linux, bytes on macOS

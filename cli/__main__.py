@@ -1,0 +1,7 @@
+"""`python -m pocketsam` is the `pocketsam` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

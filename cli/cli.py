@@ -1,0 +1,312 @@
+"""The `pocketsam` command: parse, validate, call a typed function. No logic of its own.
+
+Every user mistake is one line on stderr and exit code 2 (argparse's convention), never a traceback; a failed
+parity check is exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pocketsam.runtime.errors import PocketSamError
+
+EXIT_USAGE = 2
+EXIT_PARITY = 1
+
+
+class UsageError(PocketSamError):
+    """A flag combination or value the parser cannot catch by itself."""
+
+
+# --- argument types ------------------------------------------------------------------------------------------
+
+
+def _floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if len(vals) not in n:
+        raise argparse.ArgumentTypeError(f"{what} takes {' or '.join(map(str, n))} numbers, got {text!r}")
+    return vals
+
+
+def point_arg(text: str) -> list[float]:
+    """X,Y or X,Y,LABEL (label 1 foreground, 0 background), in pixels of the original image."""
+    return _floats(text, (2, 3), "--point")
+
+
+def box_arg(text: str) -> list[float]:
+    """X0,Y0,X1,Y1 in pixels of the original image."""
+    return _floats(text, (4,), "--box")
+
+
+def read_image(arg: str) -> np.ndarray:
+    """An image file, or `sample:NAME` for one of scikit-image's sample photos (e.g. sample:chelsea)."""
+    if arg.startswith("sample:"):
+        from pocketsam.export.calibration import SAMPLE_PHOTOS, sample_photo
+
+        name = arg.split(":", 1)[1]
+        if name not in SAMPLE_PHOTOS:
+            raise UsageError(f"unknown sample photo {name!r} (choose from {', '.join(SAMPLE_PHOTOS)})")
+        return sample_photo(name)
+    from pocketsam.runtime.image import load_image
+
+    return load_image(arg)
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    return {"threads": args.threads} if getattr(args, "threads", None) is not None else {}
+
+
+# --- commands -------------------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pocketsam.export.bundle_writer import export_bundle
+
+    if args.checkpoint is not None and args.seed is not None:
+        raise UsageError("--checkpoint and --seed exclude each other (a seed only picks synthetic weights)")
+    result = export_bundle(
+        out=args.out,
+        format=args.format,
+        encoder_precision=args.encoder_precision,
+        decoder_precision=args.decoder_precision,
+        checkpoint=args.checkpoint,
+        seed=args.seed or 0,
+        config=args.config,
+        calibration_dir=args.calibration,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    b = result.bundle
+    print(f"wrote {b.root} ({b.format}; encoder {b.encoder.precision}, decoder {b.decoder.precision}; "
+          f"{b.checkpoint_description})")
+    print("parity against the PyTorch fp32 reference (probe photo):")
+    for row in result.parity:
+        print("  " + row.line())
+    return 0 if result.passed else EXIT_PARITY
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pocketsam.runtime.image import overlay, save_mask_png
+    from pocketsam.runtime.loading import open_bundle
+    from pocketsam.runtime.predictor import Predictor
+
+    if not args.point and args.box is None:
+        raise UsageError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
+    image = read_image(args.image)
+    bundle, encoder, decoder = open_bundle(args.bundle, args.backend, **backend_options(args))
+    predictor = Predictor(encoder, decoder, decoder_points=bundle.decoder_points)
+    predictor.set_image(image)
+    coords = labels = None
+    if args.point:
+        coords = np.array([p[:2] for p in args.point], np.float32)
+        labels = np.array([p[2] if len(p) == 3 else 1 for p in args.point], np.float32)
+    box = np.array(args.box, np.float32) if args.box is not None else None
+    masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=args.multimask)
+    best = int(np.argmax(scores))
+    for i, s in enumerate(scores):
+        print(f"mask {i}: score {s:.4f}, area {int(masks[i].sum())} px{'  <- written' if i == best else ''}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_mask_png(masks[best], args.out)
+    print(f"wrote {args.out}")
+    if args.overlay is not None:
+        args.overlay.parent.mkdir(parents=True, exist_ok=True)
+        overlay(image, masks[best], points=coords, labels=labels, box=box).save(args.overlay)
+        print(f"wrote {args.overlay}")
+    if bundle.manifest["checkpoint"].get("kind") == "random":
+        print(f"note: this bundle runs on {bundle.checkpoint_description}: masks are not meaningful segmentations "
+              "(pocketsam download-checkpoint, then export --checkpoint, for the official weights)", file=sys.stderr)
+    return 0
+
+
+def _torch_references(bundle, images: list[tuple[str, np.ndarray]], checkpoint: Path | None):
+    """(label, reference) pairs recorded by the PyTorch fp32 model the bundle was exported from."""
+    from pocketsam.export.verify_torch import torch_references
+
+    return torch_references(bundle, images, checkpoint)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pocketsam.runtime.bundle import load_bundle
+    from pocketsam.runtime.image import load_image
+    from pocketsam.runtime.loading import open_bundle
+    from pocketsam.runtime.verify import verify_sessions
+
+    if args.images is not None and args.reference == "probe":
+        raise UsageError("--images needs --reference torch (the probe holds the reference for its own photo only)")
+    bundle = load_bundle(args.bundle)
+    if args.reference == "probe":
+        references = [(f"probe ({bundle.manifest.get('probe', {}).get('photo', 'photo')})", bundle.load_probe())]
+    else:
+        images: list[tuple[str, np.ndarray]] = []
+        if args.images is not None:
+            from pocketsam.export.calibration import IMAGE_SUFFIXES
+
+            files = sorted(p for p in Path(args.images).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise UsageError(f"{args.images}: no images found")
+            images = [(p.name, load_image(p)) for p in files]
+        references = _torch_references(bundle, images, args.checkpoint)
+    _, encoder, decoder = open_bundle(bundle, args.backend, **backend_options(args))
+    results = verify_sessions(
+        references, encoder, decoder, bundle.encoder.precision, bundle.decoder.precision, bundle.decoder_points
+    )
+    failed = 0
+    print(f"{bundle.root}: {bundle.format}, encoder {bundle.encoder.precision}, decoder {bundle.decoder.precision}, "
+          f"{bundle.checkpoint_description}")
+    for label, rows in results:
+        print(f"reference: {args.reference} — {label}")
+        for row in rows:
+            print("  " + row.line())
+            failed += row.passed is False
+    print("PASS" if not failed else f"FAIL: {failed} check(s) out of tolerance")
+    if args.json is not None:
+        args.json.write_text(json.dumps(
+            {"bundle": str(bundle.root), "reference": args.reference, "passed": not failed,
+             "results": [{"reference": label, "rows": [r.as_dict() for r in rows]} for label, rows in results]},
+            indent=1) + "\n")
+    return 0 if not failed else EXIT_PARITY
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from pocketsam.runtime.bundle import load_bundle
+    from pocketsam.runtime.info import describe
+
+    bundle = load_bundle(args.bundle)
+    print(json.dumps(bundle.manifest, indent=1) if args.json else describe(bundle))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pocketsam.benchmarks.local import PARTS, bench_local
+    from pocketsam.benchmarks.report import method_note, to_markdown, write_json
+
+    parts = tuple(p.strip() for p in args.parts.split(","))
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise UsageError(f"unknown part(s) {unknown} (choose from {', '.join(PARTS)})")
+    if args.runs < 1 or args.warmup < 0:
+        raise UsageError("--runs must be >= 1 and --warmup >= 0")
+    image = read_image(args.image)
+    rows = bench_local(args.bundles, image, parts, args.threads, args.warmup, args.runs,
+                       reference=args.reference == "torch", progress=not args.quiet)
+    table = method_note(rows, args.runs, args.warmup) + "\n" + to_markdown(rows)
+    print(table)
+    if args.json is not None:
+        write_json(rows, args.json)
+    if args.markdown is not None:
+        args.markdown.write_text(table)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from pocketsam.export.checkpoint import OFFICIAL_URL, download_checkpoint
+
+    path = download_checkpoint(args.dest, url=args.url or OFFICIAL_URL, progress=not args.quiet)
+    print(f"{path}: layout matches MobileSAM vit_t")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pocketsam", description="MobileSAM on phones and edge boards, with parity.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from pocketsam.export.formats import ALL_PRECISIONS, FORMATS
+
+    e = sub.add_parser("export", help="export the encoder and decoder to a bundle folder")
+    e.add_argument("--format", choices=sorted(FORMATS), default="onnx")
+    e.add_argument("--encoder-precision", choices=ALL_PRECISIONS, default="fp32")
+    e.add_argument("--decoder-precision", choices=ALL_PRECISIONS, default="fp32")
+    e.add_argument("--checkpoint", type=Path, help="official mobile_sam.pt (default: synthetic weights)")
+    e.add_argument("--seed", type=int, help="seed of the synthetic weights (default 0)")
+    e.add_argument("--config", choices=["vit_t", "tiny"], default="vit_t", help="tiny: a shrunk model for plumbing")
+    e.add_argument("--calibration", type=Path, help="folder of images for int8-static (default: sample photos)")
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("predict", help="segment an image with a bundle")
+    pr.add_argument("bundle", type=Path)
+    pr.add_argument("image", help="image file, or sample:NAME for a scikit-image sample photo (sample:chelsea)")
+    pr.add_argument("--point", type=point_arg, action="append", default=[], metavar="X,Y[,LABEL]")
+    pr.add_argument("--box", type=box_arg, metavar="X0,Y0,X1,Y1")
+    pr.add_argument("--multimask", action=argparse.BooleanOptionalAction, default=True,
+                    help="three candidate masks (default) or one; the best-scoring one is written")
+    pr.add_argument("--out", type=Path, required=True, metavar="MASK.png")
+    pr.add_argument("--overlay", type=Path, metavar="OVERLAY.png")
+    pr.add_argument("--backend", help="engine (default: the bundle format's)")
+    pr.add_argument("--threads", type=int)
+    pr.set_defaults(func=cmd_predict)
+
+    v = sub.add_parser("verify", help="check a bundle's parity against the PyTorch reference")
+    v.add_argument("bundle", type=Path)
+    v.add_argument("--reference", choices=["probe", "torch"], default="probe",
+                   help="probe: outputs recorded at export (no torch needed); torch: rerun the reference model")
+    v.add_argument("--images", type=Path, help="with --reference torch: a folder of images to check on")
+    v.add_argument("--checkpoint", type=Path, help="with --reference torch: the checkpoint the bundle came from")
+    v.add_argument("--json", type=Path, metavar="REPORT.json")
+    v.add_argument("--backend")
+    v.add_argument("--threads", type=int)
+    v.set_defaults(func=cmd_verify)
+
+    i = sub.add_parser("info", help="describe a bundle: manifest, inputs/outputs, sizes")
+    i.add_argument("bundle", type=Path)
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="time bundles against the PyTorch reference, interleaved, here")
+    b.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
+    b.add_argument("--parts", default="encoder,decoder,prompt,e2e", help="comma-separated: encoder,decoder,prompt,e2e")
+    b.add_argument("--threads", type=int, help="threads for every engine (default: each engine's own)")
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--runs", type=int, default=10)
+    b.add_argument("--reference", choices=["torch", "none"], default="torch")
+    b.add_argument("--image", default="sample:chelsea", help="photo to time on (file or sample:NAME)")
+    b.add_argument("--json", type=Path, metavar="OUT.json")
+    b.add_argument("--markdown", type=Path, metavar="OUT.md")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("download-checkpoint", help="fetch the official mobile_sam.pt and check its layout")
+    d.add_argument("--dest", type=Path, help="folder (default: ~/.cache/pocketsam or $POCKETSAM_CACHE)")
+    d.add_argument("--url", help=argparse.SUPPRESS)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_download)
+    return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. "random weights, seed 0") as one plain line, not a source excerpt."""
+    print(f"pocketsam: note: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.showwarning = _show_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except PocketSamError as e:
+        print(f"pocketsam {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

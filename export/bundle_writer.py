@@ -1,0 +1,180 @@
+"""`export_bundle`: model -> two exported graphs -> quantized parts -> probe -> parity -> manifest, atomically.
+
+The bundle is assembled in a hidden sibling folder and renamed into place only when complete, so an interrupted or
+failed export never leaves a half-written bundle where a user (or a phone build) would pick it up.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata as _md
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pocketsam.runtime import spec
+from pocketsam.runtime.bundle import Bundle, load_bundle, sha256_of, size_of
+from pocketsam.runtime.errors import BundleError
+from pocketsam.runtime.loading import open_bundle
+from pocketsam.runtime.verify import CheckResult, compare, judge, record_reference
+
+from .calibration import PROBE_PHOTO, calibration_images, sample_photo
+from .checkpoint import checkpoint_origin
+from .formats import FORMATS, ExportJob
+from .model import build_mobile_sam
+from .reference import reference_sessions
+
+
+@dataclass
+class ExportResult:
+    """What `export_bundle` made: the loaded bundle and its parity rows against the PyTorch reference."""
+
+    bundle: Bundle
+    parity: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed is not False for r in self.parity)
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the tools that shaped an artifact (recorded in every manifest and benchmark row)."""
+    out = {"python": platform.python_version()}
+    for dist in ("pocketsam", "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "ai-edge-litert", "coremltools"):
+        try:
+            out[dist] = _md.version(dist)
+        except _md.PackageNotFoundError:
+            pass
+    return out
+
+
+def weights_id(origin: dict) -> str:
+    """A short identity of the weights, equal for an encoder and a decoder made from the same checkpoint."""
+    if origin.get("kind") == "random":
+        return f"random:{origin.get('config', 'vit_t')}:seed{origin['seed']}"
+    return f"sha256:{origin['sha256']}"
+
+
+def _bundle_manifest(
+    tmp: Path, format: str, files: dict[str, Path], precisions: dict[str, str], shapes: dict[str, dict[str, list]],
+    origin: dict, config: str, wid: str, calibration: dict | None,
+) -> dict[str, Any]:
+    """The manifest of a bundle whose parts and probe already lie in `tmp` (parity is added by the caller)."""
+    return {
+        "pocketsam_bundle": 1,
+        "spec_version": spec.SPEC_VERSION,
+        "format": format,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "parts": {
+            part: {
+                "file": files[part].name,
+                "precision": precisions[part],
+                "sha256": sha256_of(files[part]),
+                "size_bytes": size_of(files[part]),
+                "weights_id": wid,
+                "shapes": shapes[part],
+            }
+            for part in files
+        },
+        "checkpoint": origin,
+        "config": config,
+        "calibration": calibration,
+        "probe": {"file": spec.PROBE_NAME, "sha256": sha256_of(tmp / spec.PROBE_NAME), "photo": PROBE_PHOTO},
+        "tools": tool_versions(),
+        "constants": spec.constants(),
+        "graphs": spec.graphs_as_dict(),
+    }
+
+
+def export_bundle(
+    out: Path,
+    format: str = "onnx",
+    encoder_precision: str = "fp32",
+    decoder_precision: str = "fp32",
+    checkpoint: Path | None = None,
+    seed: int = 0,
+    config: str = "vit_t",
+    calibration_dir: Path | None = None,
+    calibration_limit: int = 8,
+    overwrite: bool = False,
+    progress: bool = True,
+    **format_options: Any,
+) -> ExportResult:
+    """Export MobileSAM to a bundle folder `out` and measure its parity against the PyTorch fp32 reference.
+
+    `checkpoint=None` uses seeded synthetic weights ("random weights, seed N" in the manifest). `format_options`
+    go to the format's exporter (e.g. `decoder_points` for fixed-shape formats).
+    """
+    from tqdm.auto import tqdm
+
+    if format not in FORMATS:
+        raise BundleError(f"format {format!r} is not supported (available: {', '.join(FORMATS)})")
+    exporter = FORMATS[format]()
+    precisions = {"encoder": encoder_precision, "decoder": decoder_precision}
+    for part, p in precisions.items():
+        if p not in exporter.precisions:
+            raise BundleError(f"{format} has no {part} precision {p!r} (choose from {', '.join(exporter.precisions)})")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BundleError(f"{out} exists and is not empty (pass --overwrite to replace it)")
+    needs_calibration = any(p in exporter.calibrated for p in precisions.values())
+
+    bar = tqdm(total=4 + exporter.steps + needs_calibration, desc="export", unit="step", disable=not progress)
+
+    def step(what: str) -> None:
+        bar.set_postfix_str(what)
+        bar.update(1)
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        step("building the model")
+        model = build_mobile_sam(checkpoint=checkpoint, seed=seed, config=config)
+        origin = {**checkpoint_origin(checkpoint, seed), "config": config}
+        wid = weights_id(origin)
+        calibration: list[np.ndarray] = []
+        if needs_calibration:
+            step("reading calibration images")
+            calibration = list(calibration_images(calibration_dir, calibration_limit))
+        job = ExportJob(model, tmp, precisions, calibration, {"weights_id": wid}, step, dict(format_options))
+        shapes = exporter.export_parts(job)
+        files = {part: tmp / f"{part}{spec.FORMAT_EXTENSIONS[format]}" for part in precisions}
+
+        step("recording the PyTorch reference probe")
+        # A fixed-shape decoder pads every prompt to its point count; the reference gets the same padding, so the
+        # probe measures the conversion, not the padding (whose own effect the format's docs report).
+        n = shapes["decoder"].get("point_labels", [None])[-1]
+        decoder_points = n if isinstance(n, int) else None
+        probe = record_reference(sample_photo(PROBE_PHOTO), *reference_sessions(model), decoder_points=decoder_points)
+        np.savez_compressed(tmp / spec.PROBE_NAME, **probe)
+
+        calib_info = (
+            {"source": str(calibration_dir) if calibration_dir else "scikit-image sample photos",
+             "images": len(calibration)}
+            if needs_calibration else None
+        )
+        manifest = _bundle_manifest(tmp, format, files, precisions, shapes, origin, config, wid, calib_info)
+        (tmp / spec.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+
+        step("measuring parity")
+        bundle, enc, dec = open_bundle(tmp)
+        rows = judge(compare(probe, enc, dec, bundle.decoder_points), encoder_precision, decoder_precision)
+        manifest["parity"] = [r.as_dict() for r in rows]
+        (tmp / spec.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
+        step("done")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    return ExportResult(load_bundle(out), rows)

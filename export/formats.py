@@ -1,0 +1,59 @@
+"""The export formats, in a plain dict: each declares its precisions and the function that writes its two parts.
+
+`export_bundle` is format-agnostic: it builds the model, reads calibration images, calls the format's
+`export_parts`, then records the probe, measures parity and writes the manifest the same way for every format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class ExportJob:
+    """Everything a format's `export_parts` needs. Parts are written as `out_dir/<part><extension>`."""
+
+    model: Any  # pocketsam.export.model.MobileSam
+    out_dir: Path
+    precisions: dict[str, str]  # {"encoder": "fp32", "decoder": "int8-dynamic"}
+    calibration: list[np.ndarray]  # HxWx3 uint8 RGB photos; empty unless a precision needs calibration
+    metadata: dict[str, str]  # stamped into every model file (weights id, spec version)
+    step: Callable[[str], None]  # progress: call once per unit of work with what is being done
+    options: dict[str, Any] = field(default_factory=dict)  # format-specific (e.g. decoder_points for TFLite)
+
+
+@dataclass(frozen=True)
+class FormatExporter:
+    """One export format."""
+
+    name: str
+    precisions: tuple[str, ...]
+    calibrated: frozenset[str]  # precisions that need calibration images
+    # Writes both parts; returns {part: {input name: shape as written (symbolic axes stay strings)}}.
+    export_parts: Callable[[ExportJob], dict[str, dict[str, list]]]
+    steps: int = 4  # how many times export_parts calls job.step (progress bar length)
+
+
+def _onnx() -> FormatExporter:
+    from .onnx import export_onnx_parts
+    from .quantize import ONNX_RECIPES
+
+    return FormatExporter(
+        name="onnx",
+        precisions=tuple(p.value for p in ONNX_RECIPES),
+        calibrated=frozenset(p.value for p, r in ONNX_RECIPES.items() if r.calibrated),
+        export_parts=export_onnx_parts,
+    )
+
+
+# Builders, so importing this module imports no converter: `pocketsam export --format X` loads only X's.
+FORMATS: dict[str, Callable[[], FormatExporter]] = {
+    "onnx": _onnx,
+}
+
+# Every precision any format knows, for the CLI's choices (each format validates its own).
+ALL_PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")

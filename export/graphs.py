@@ -1,0 +1,93 @@
+"""The two exportable graphs. Their inputs and outputs are `pocketsam.runtime.spec.ENCODER` / `DECODER`, in order.
+
+Both are wrappers around a `MobileSam` (no patching of the model): tensor-only forwards, no Python control flow
+on data, no Python ints taken from input shapes. The decoder handles prompt labels by arithmetic, as
+segment-anything's `SamOnnxModel`, so the number of points and the batch are free (dynamic) axes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pocketsam.runtime import spec
+
+from .model import MobileSam
+
+
+class EncoderGraph(nn.Module):
+    """image 1x3x1024x1024 float (raw RGB 0..255, resized, padded bottom/right with PIXEL_MEAN)
+    -> image_embeddings 1x256x64x64.
+
+    Normalization `(x - PIXEL_MEAN) / PIXEL_STD` happens inside, so the padding becomes exactly 0 as in SAM.
+    """
+
+    def __init__(self, model: MobileSam) -> None:
+        super().__init__()
+        self.image_encoder = model.image_encoder
+        self.register_buffer("pixel_mean", model.pixel_mean.detach().clone().view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", model.pixel_std.detach().clone().view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder((image - self.pixel_mean) / self.pixel_std)
+
+
+class DecoderGraph(nn.Module):
+    """Prompt encoder + mask decoder with every mask output.
+
+    Inputs (spec.DECODER):
+      image_embeddings: 1x256x64x64.
+      point_coords: BxNx2 float, (x, y) in the 1024 input frame. Boxes are two points labelled 2 (top-left) and
+        3 (bottom-right); without a box, SamPredictor's convention adds one (0, 0) point labelled -1.
+      point_labels: BxN float: -1 pad, 0 background, 1 foreground, 2/3 box corners.
+      mask_input: Bx1x256x256 logits of an earlier prediction (zeros if unused).
+      has_mask_input: B float, 1.0 to use mask_input, else 0.0.
+    Outputs:
+      low_res_masks: Bx4x256x256 logits in the padded 1024 frame (0: single-mask output, 1..3: multimask).
+      iou_predictions: Bx4.
+    No resize to the original image size here: that is the runtime's numpy post-processing.
+    """
+
+    def __init__(self, model: MobileSam) -> None:
+        super().__init__()
+        pe = model.prompt_encoder
+        self.pe_layer = pe.pe_layer
+        self.mask_downscaling = pe.mask_downscaling
+        self.mask_decoder = model.mask_decoder
+        self.num_point_embeddings = pe.num_point_embeddings
+        self.image_size = float(spec.IMAGE_SIZE)
+        # Parameters shared with the model (no copies): the graph sees later weight changes and `.half()`.
+        self.not_a_point_embed = pe.not_a_point_embed
+        self.point_embeddings = pe.point_embeddings
+        self.no_mask_embed = pe.no_mask_embed
+        self._dense_pe_size = pe.image_embedding_size
+
+    def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+        """BxNx2 coords (1024 frame), BxN labels -> BxNx256 sparse embeddings, by arithmetic on the labels."""
+        coords = (point_coords + 0.5) / self.image_size  # pixel centers, normalized to [0, 1]
+        emb = self.pe_layer._pe_encoding(coords)
+        labels = point_labels.unsqueeze(-1)  # BxNx1, broadcasts over the 256 channels
+        is_pad = (labels == spec.LABEL_PAD).to(emb.dtype)
+        emb = emb * (1.0 - is_pad) + self.not_a_point_embed.weight * is_pad
+        for i in range(self.num_point_embeddings):  # label codes 0..3, unrolled at export
+            emb = emb + self.point_embeddings[i].weight * (labels == i).to(emb.dtype)
+        return emb
+
+    def _embed_masks(self, mask_input: torch.Tensor, has_mask_input: torch.Tensor) -> torch.Tensor:
+        """Bx1x256x256, B -> Bx256x64x64: the mask's embedding where has_mask_input is 1, else no_mask_embed."""
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        no_mask = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        return has * self.mask_downscaling(mask_input) + (1.0 - has) * no_mask
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = self._embed_points(point_coords, point_labels)
+        dense = self._embed_masks(mask_input, has_mask_input)
+        image_pe = self.pe_layer(self._dense_pe_size).unsqueeze(0)
+        return self.mask_decoder.predict_masks(image_embeddings, image_pe, sparse, dense)

@@ -1,0 +1,160 @@
+"""ONNX export of one graph: trace, simplify with onnxsim, check, stamp metadata.
+
+Step by step (as coremltools' docs lay a conversion out):
+1. the graph module's forward already takes and returns tensors only (`pocketsam.export.graphs`);
+2. trace it with the TorchScript exporter on dummy inputs built from the spec, with the spec's symbolic axes dynamic;
+3. simplify with onnxsim (constant folding removes the attention-bias gathers and the dense positional encoding);
+4. check the model and stamp pocketsam's metadata (spec version, part, weights id) into `metadata_props`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from pocketsam.runtime import spec
+from pocketsam.runtime.backends import open_session
+from pocketsam.runtime.errors import PocketSamError
+from pocketsam.runtime.spec import SPEC_VERSION, GraphSpec
+
+from .calibration import decoder_calibration, encoder_calibration
+from .formats import ExportJob
+from .graphs import DecoderGraph, EncoderGraph
+from .quantize import ONNX_RECIPES, Precision, quantize_onnx
+
+# Opset 17: the first with a native LayerNormalization (one fused op instead of ~9, faster in ONNX Runtime and
+# better behaved under fp16), and old enough for the ONNX Runtime Mobile builds phones ship (1.14+).
+OPSET = 17
+
+# Sizes of the symbolic axes in the dummy inputs. num_points=3 so that no axis is 1 by accident: a tracer can
+# specialize a size-1 axis into a broadcast that then breaks other sizes.
+DUMMY_AXES = {"batch": 2, "num_points": 3}
+
+
+class ExportError(PocketSamError, RuntimeError):
+    """A converter failed on a graph (the message names the graph and the converter)."""
+
+
+def dummy_inputs(spec: GraphSpec, seed: int = 0, **axes: int) -> tuple[torch.Tensor, ...]:
+    """Seeded float32 inputs with the spec's shapes (symbolic axes from DUMMY_AXES unless given)."""
+    sizes = {**DUMMY_AXES, **axes}
+    g = torch.Generator().manual_seed(seed)
+    tensors = []
+    for t in spec.inputs:
+        shape = t.concrete_shape(**sizes)
+        if t.name == "point_labels":
+            x = torch.randint(-1, 4, shape, generator=g).float()
+        elif t.name == "has_mask_input":
+            x = torch.ones(shape)
+        elif t.name in ("image", "point_coords"):
+            x = torch.rand(shape, generator=g) * 255.0
+        else:
+            x = torch.randn(shape, generator=g)
+        tensors.append(x)
+    return tuple(tensors)
+
+
+def dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
+    """{tensor name: {axis index: axis name}} for the spec's symbolic axes."""
+    axes: dict[str, dict[int, str]] = {}
+    for t in (*spec.inputs, *spec.outputs):
+        named = {i: d for i, d in enumerate(t.shape) if isinstance(d, str)}
+        if named:
+            axes[t.name] = named
+    return axes
+
+
+def stamp_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Replace pocketsam's entries in the model's metadata_props."""
+    keep = [p for p in model.metadata_props if not p.key.startswith("pocketsam.")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in {"pocketsam.spec_version": SPEC_VERSION, **metadata}.items():
+        model.metadata_props.add(key=k if k.startswith("pocketsam.") else f"pocketsam.{k}", value=str(v))
+
+
+def export_onnx(module: torch.nn.Module, spec: GraphSpec, out_path: Path, metadata: dict[str, str]) -> Path:
+    """Export `module` (forward takes spec.inputs in order) to a simplified fp32 ONNX file at `out_path`."""
+    import onnxsim
+
+    module = module.eval()
+    args = dummy_inputs(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about constants are expected and checked below
+                torch.onnx.export(
+                    module,
+                    args,
+                    str(raw),
+                    input_names=spec.input_names,
+                    output_names=spec.output_names,
+                    dynamic_axes=dynamic_axes(spec),
+                    opset_version=OPSET,
+                    do_constant_folding=True,
+                    dynamo=False,  # the TorchScript exporter: measured faster graphs here (TOOLCHAIN.md)
+                )
+        except Exception as e:
+            raise ExportError(f"ONNX export of the {spec.name} failed: {e}") from e
+        model = onnx.load(str(raw))
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        raise ExportError(f"onnxsim could not validate the simplified {spec.name}")
+    onnx.checker.check_model(simplified)
+    stamp_metadata(simplified, metadata)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(simplified, str(out_path))
+    _check_against_torch(module, spec, out_path)
+    return out_path
+
+
+def _check_against_torch(module: torch.nn.Module, spec: GraphSpec, path: Path) -> None:
+    """Run the file on inputs of *other* sizes than the trace's, so a frozen symbolic axis fails here, loudly."""
+    import onnxruntime as ort
+
+    args = dummy_inputs(spec, seed=1, batch=1, num_points=5)
+    with torch.inference_mode():
+        want = module(*args)
+    want = (want,) if isinstance(want, torch.Tensor) else want
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(spec.output_names, {n: a.numpy() for n, a in zip(spec.input_names, args)})
+    for name, w, g in zip(spec.output_names, want, got):
+        w = w.numpy()
+        err = float(np.abs(w - g).max()) if w.shape == g.shape else float("inf")
+        scale = max(float(np.abs(w).max()), 1.0)
+        if err > 1e-3 * scale:
+            raise ExportError(
+                f"{path.name}: output {name} differs from PyTorch on untraced sizes (max abs {err:.3g}, "
+                f"shapes {w.shape} vs {g.shape}): a dynamic axis was frozen during tracing"
+            )
+
+
+def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
+    """Write encoder.onnx and decoder.onnx into job.out_dir in their precisions; returns each part's input shapes."""
+    model, tmp, step = job.model, job.out_dir, job.step
+    graphs = {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (DecoderGraph(model), spec.DECODER)}
+    fp32: dict[str, Path] = {}
+    for part, (module, graph) in graphs.items():
+        step(f"tracing the {part} to ONNX")
+        fp32[part] = export_onnx(module, graph, tmp / f"{part}.fp32.onnx", {**job.metadata, "part": part})
+    for part, precision in job.precisions.items():
+        step(f"{part}: {precision}")
+        feeds: list[dict] | None = None
+        recipe = ONNX_RECIPES[Precision(precision)]
+        if recipe.calibrated:
+            enc = open_session("onnxruntime", fp32["encoder"], spec.ENCODER)
+            if part == "encoder":
+                feeds = encoder_calibration(job.calibration)
+            else:
+                dec = open_session("onnxruntime", fp32["decoder"], spec.DECODER)
+                feeds = decoder_calibration(enc, dec, job.calibration, seed=0)
+        quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds)
+    for path in fp32.values():
+        path.unlink()
+    return {part: {t.name: list(t.shape) for t in g.inputs} for part, (_, g) in graphs.items()}

@@ -1,0 +1,173 @@
+"""Quantization recipes, per format and per part, and the ONNX quantizer that applies them.
+
+A recipe is data (a dataclass with a comment on every field); `quantize_onnx` is the one function that reads it.
+Calibration follows onnxruntime's minimal protocol: an iterator of feed dicts, wrapped as a CalibrationDataReader.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import onnx
+
+from pocketsam.runtime.errors import PocketSamError
+
+
+class Precision(str, Enum):
+    """Precisions an ONNX part can be exported in (the names the CLI, manifests and parity table use)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"  # float16 weights and compute, float32 I/O
+    INT8_DYNAMIC = "int8-dynamic"  # int8 weights, activations quantized on the fly per tensor
+    INT8_STATIC = "int8-static"  # int8 weights and activations (QDQ), activation ranges calibrated on real images
+
+
+@dataclass(frozen=True)
+class OnnxRecipe:
+    """How one part is quantized for ONNX Runtime."""
+
+    precision: Precision
+    # Op types that get int8 weights/activations; everything else (LayerNorm, Softmax, GELU, Add, ConvTranspose
+    # for the mask upscaling) stays float, where int8 costs most accuracy for little speed.
+    op_types: tuple[str, ...] = ()
+    # One scale per output channel: TinyViT's depthwise convs and the decoder's projections have channels whose
+    # ranges differ by 100x, which one per-tensor scale flattens to zero.
+    per_channel: bool = True
+    # Needs a calibration iterator (static activation ranges).
+    calibrated: bool = False
+    # Only nodes with a constant weight whose activation input has at least this many rows (tokens or pixels) are
+    # quantized. The per-pixel projections (64x64 = 4096 rows in the decoder, far more in the encoder) carry the
+    # FLOPs; the per-token ones (a handful of prompt tokens) cost nothing in float and carry the prompt, and
+    # activation x activation MatMuls (attention scores, the final mask product) must never get a per-tensor scale.
+    min_rows: int = 1024
+
+
+ONNX_RECIPES: dict[Precision, OnnxRecipe] = {
+    Precision.FP32: OnnxRecipe(Precision.FP32),
+    Precision.FP16: OnnxRecipe(Precision.FP16),
+    # MatMul/Gemm only: with Conv included, ConvInteger makes the encoder ~2x slower on x86 (TOOLCHAIN.md).
+    Precision.INT8_DYNAMIC: OnnxRecipe(Precision.INT8_DYNAMIC, op_types=("MatMul", "Gemm")),
+    # MatMul/Gemm only, as for dynamic: with Conv included (per-tensor u8 activations of TinyViT's MBConv stages
+    # at 256x256 and 128x128), the encoder's embedding error rose to 86% of its range and e2e mask IoU fell to
+    # 0.76 on the synthetic weights; MatMul/Gemm alone measured 0.99 (docs/quantization.md).
+    Precision.INT8_STATIC: OnnxRecipe(Precision.INT8_STATIC, op_types=("MatMul", "Gemm"), calibrated=True),
+}
+
+# Sizes of the symbolic axes when counting rows: the smallest real prompt (one click + SAM's pad point).
+_ROW_AXES = {"batch": 1, "num_points": 2}
+
+
+def nodes_to_quantize(model: onnx.ModelProto, recipe: OnnxRecipe) -> list[str]:
+    """Names of the nodes `recipe` quantizes: weighted nodes of its op types with >= min_rows activation rows."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]  # re-infer every shape from the fixed input sizes
+    for inp in fixed.graph.input:
+        for d in inp.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.dim_value = _ROW_AXES.get(d.dim_param, 1)
+    inferred = SymbolicShapeInference.infer_shapes(fixed, auto_merge=True)
+    shapes: dict[str, list[int]] = {}
+    for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    weights = {i.name for i in model.graph.initializer}
+    selected = []
+    for node in model.graph.node:
+        if node.op_type not in recipe.op_types or not any(i in weights for i in node.input):
+            continue
+        act = shapes.get(next((i for i in node.input if i not in weights), ""), [])
+        if node.op_type == "Conv":  # NCHW: one row per output pixel
+            rows = int(np.prod(act[2:])) if len(act) == 4 else 0
+        else:  # MatMul/Gemm: every leading axis is a row
+            rows = int(np.prod(act[:-1])) if act else 0
+        if rows >= recipe.min_rows:
+            selected.append(node.name)
+    return selected
+
+
+class QuantizationError(PocketSamError, RuntimeError):
+    """A quantizer failed or was asked for something it cannot do."""
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over an iterator of feed dicts."""
+
+    def __init__(self, feeds: Iterable[dict]) -> None:
+        self._it: Iterator[dict] = iter(feeds)
+
+    def get_next(self) -> dict | None:
+        return next(self._it, None)
+
+    def __iter__(self):  # newer onnxruntime versions iterate the reader
+        return iter(self.get_next, None)
+
+
+def quantize_onnx(
+    fp32_path: Path, out_path: Path, recipe: OnnxRecipe, calibration: Iterable[dict] | None = None
+) -> Path:
+    """Write `fp32_path` quantized by `recipe` to `out_path` (fp32 is a copy). Metadata props are kept."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src = onnx.load(str(fp32_path))
+    if recipe.precision is Precision.FP32:
+        onnx.save(src, str(out_path))
+        return out_path
+    if recipe.precision is Precision.FP16:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # keep_io_types: the graph's I/O stays float32, so the runtime feeds every precision the same arrays.
+        model = convert_float_to_float16(src, keep_io_types=True, disable_shape_infer=False)
+        _copy_metadata(src, model)
+        onnx.save(model, str(out_path))
+        return out_path
+    if recipe.calibrated and calibration is None:
+        raise QuantizationError(f"{recipe.precision.value} needs calibration images")
+    with tempfile.TemporaryDirectory() as tmp:
+        # quant_pre_process (shape inference + graph cleanup) first: without it quantize_* fails on torch-exported
+        # graphs with "Expected ... to be an initializer" (TOOLCHAIN.md).
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        nodes = nodes_to_quantize(onnx.load(str(pre)), recipe)
+        if not nodes:
+            raise QuantizationError(f"{fp32_path.name}: no node matches the {recipe.precision.value} recipe")
+        if recipe.precision is Precision.INT8_DYNAMIC:
+            quantize_dynamic(
+                str(pre),
+                str(out_path),
+                op_types_to_quantize=list(recipe.op_types),
+                nodes_to_quantize=nodes,
+                per_channel=recipe.per_channel,
+                weight_type=QuantType.QInt8,
+            )
+        else:
+            quantize_static(
+                str(pre),
+                str(out_path),
+                _Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(recipe.op_types),
+                nodes_to_quantize=nodes,
+                per_channel=recipe.per_channel,
+                # u8 activations x s8 weights: the combination x86 (VNNI) and Arm int8 kernels run fastest
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+    model = onnx.load(str(out_path))
+    _copy_metadata(src, model)
+    onnx.save(model, str(out_path))
+    return out_path
+
+
+def _copy_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
+    have = {p.key for p in dst.metadata_props}
+    for p in src.metadata_props:
+        if p.key not in have:
+            dst.metadata_props.add(key=p.key, value=p.value)

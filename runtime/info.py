@@ -1,0 +1,48 @@
+"""`pocketsam info`: a bundle's manifest, its graphs' inputs and outputs as the engine sees them, and sizes."""
+
+from __future__ import annotations
+
+from .bundle import Bundle
+
+
+def _io_lines(bundle: Bundle, part: str) -> list[str]:
+    """Inputs/outputs read from the model file by its engine, or a note when the engine is not installed."""
+    from .errors import PocketSamError
+    from .loading import open_bundle
+
+    try:
+        _, enc, dec = open_bundle(bundle)
+    except PocketSamError as e:
+        return [f"    (inputs/outputs not read: {e})"]
+    session = enc if part == "encoder" else dec
+    describe_io = getattr(session, "describe_io", None)
+    if describe_io is None:
+        return [f"    inputs {session.input_names}, outputs {session.output_names}"]
+    return [f"    {kind:<7}{name:<18}{shape} {dtype}" for kind, name, shape, dtype in describe_io()]
+
+
+def describe(bundle: Bundle) -> str:
+    """A human-readable summary of a bundle."""
+    m = bundle.manifest
+    lines = [
+        f"bundle     {bundle.root}",
+        f"format     {bundle.format}   spec version {m['spec_version']}   created {m.get('created', '?')}",
+        f"weights    {bundle.checkpoint_description} (config {m.get('config', 'vit_t')})",
+    ]
+    for part in ("encoder", "decoder"):
+        p = bundle.part(part)
+        lines.append(
+            f"{part:<10} {p.path.name}  {p.precision}  {p.size_bytes / 2**20:.2f} MiB  sha256 {p.sha256[:16]}…"
+        )
+        lines.extend(_io_lines(bundle, part))
+    if m.get("calibration"):
+        lines.append(f"calibration {m['calibration']['images']} images from {m['calibration']['source']}")
+    tools = ", ".join(f"{k} {v}" for k, v in m.get("tools", {}).items())
+    lines.append(f"tools      {tools}")
+    if m.get("parity"):
+        lines.append("parity at export (PyTorch fp32 reference, probe photo):")
+        marks = {True: "✓", False: "✗", None: "·"}
+        for r in m["parity"]:
+            bound = "" if r["bound"] is None else f"  ({r['op']} {r['bound']:g})"
+            lines.append(f"  {marks[r['passed']]} {r['part']:<8}{r['metric']:<24}{r['value']:.6g}{bound}")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""The one parity table: (part, precision) -> the checks an artifact must pass against the PyTorch fp32 reference.
+
+`pocketsam verify`, the export-time parity figures in every manifest, the benchmark rows and the test suite all
+read this table; none keeps tolerances of its own.
+
+Parts: "encoder" (embeddings), "decoder" (run on the *reference* embeddings, so it isolates the decoder's own
+error) and "e2e" (the bundle's encoder and decoder together; judged at the weaker of the two precisions).
+
+Metrics (all computed in `pocketsam.runtime.verify`):
+- embedding_max_abs: max |embedding - reference| over the 1x256x64x64 embedding.
+- low_res_logits_max_abs / score_max_abs: max abs difference of the decoder's 256x256 logits / IoU scores.
+- mask_iou: pooled IoU of the thresholded full-resolution masks, sum(intersection) / sum(union) over every mask of
+  every probe prompt (pooled rather than averaged so a tiny mask cannot dominate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Where the weights are synthetic (tests, the offline default), quantization error is measured on random weights;
+# trained weights have other activation ranges. The int8 bounds say so in their reason.
+_SYNTHETIC = "measured on the synthetic seeded weights in CI; trained weights have other activation ranges"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One metric bound. `op` is "<=" for an error, ">=" for an agreement score."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    bound: float
+    reason: str
+
+    def passes(self, value: float) -> bool:
+        return value <= self.bound if self.op == "<=" else value >= self.bound
+
+
+# Lower rank = closer to fp32. The e2e row uses the weaker (higher-ranked) precision of the two parts.
+PRECISION_RANK: dict[str, int] = {
+    "fp32": 0,
+    "fp16": 1,
+    "int8-dynamic": 2,
+    "int8-static": 3,
+}
+
+_FP32_EMB = Check(
+    "embedding_max_abs", "<=", 1e-4, "fp32 graphs differ from eager PyTorch only by kernel summation order"
+)
+_FP32_IOU = Check("mask_iou", ">=", 0.999, "fp32: only boundary pixels whose logit is ~0 may flip")
+_FP16_IOU = Check("mask_iou", ">=", 0.99, "fp16 keeps ~3 significant digits; boundary pixels flip")
+_INT8_IOU = Check("mask_iou", ">=", 0.97, f"int8 quantization moves the mask boundary; {_SYNTHETIC}")
+
+PARITY_TABLE: dict[tuple[str, str], tuple[Check, ...]] = {
+    ("encoder", "fp32"): (_FP32_EMB,),
+    ("encoder", "fp16"): (),  # judged through its masks: the e2e row
+    ("encoder", "int8-dynamic"): (),
+    ("encoder", "int8-static"): (),
+    ("decoder", "fp32"): (
+        _FP32_IOU,
+        Check("low_res_logits_max_abs", "<=", 1e-3, "fp32 logits of magnitude ~10: kernel order only"),
+        Check("score_max_abs", "<=", 1e-4, "fp32 IoU scores: kernel order only"),
+    ),
+    ("decoder", "fp16"): (_FP16_IOU,),
+    ("decoder", "int8-dynamic"): (_INT8_IOU,),
+    ("decoder", "int8-static"): (_INT8_IOU,),
+    ("e2e", "fp32"): (_FP32_IOU,),
+    ("e2e", "fp16"): (_FP16_IOU,),
+    ("e2e", "int8-dynamic"): (_INT8_IOU,),
+    ("e2e", "int8-static"): (_INT8_IOU,),
+}
+
+
+def weaker(precision_a: str, precision_b: str) -> str:
+    """The precision with the looser parity bounds (used for the e2e row)."""
+    return max(precision_a, precision_b, key=lambda p: PRECISION_RANK.get(p, len(PRECISION_RANK)))
+
+
+def checks_for(part: str, precision: str) -> tuple[Check, ...]:
+    """The checks of one table row; an unknown precision has none (reported, not judged)."""
+    return PARITY_TABLE.get((part, precision), ())
