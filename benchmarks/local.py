@@ -123,7 +123,7 @@ def run_local(
             if c is ref:
                 continue
             rows = judge(compare(probe, c.encoder, c.decoder, c.bundle.decoder_points if c.bundle else None),
-                         c.precision["encoder"], c.precision["decoder"])
+                         c.precision["encoder"], c.precision["decoder"], c.bundle.format if c.bundle else "*")
             parity[c.name] = [r.as_dict() for r in rows]
     out = []
     for c in contenders:

@@ -156,9 +156,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             images = [(p.name, load_image(p)) for p in files]
         references = _torch_references(bundle, images, args.checkpoint)
     _, encoder, decoder = open_bundle(bundle, args.backend, **backend_options(args))
-    results = verify_sessions(
-        references, encoder, decoder, bundle.encoder.precision, bundle.decoder.precision, bundle.decoder_points
-    )
+    results = verify_sessions(references, encoder, decoder, bundle.encoder.precision, bundle.decoder.precision,
+                              bundle.decoder_points, bundle.format)
     failed = 0
     print(f"{bundle.root}: {bundle.format}, encoder {bundle.encoder.precision}, decoder {bundle.decoder.precision}, "
           f"{bundle.checkpoint_description}")

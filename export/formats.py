@@ -36,6 +36,8 @@ class FormatExporter:
     # Writes both parts; returns {part: {input name: shape as written (symbolic axes stay strings)}}.
     export_parts: Callable[[ExportJob], dict[str, dict[str, list]]]
     steps: int = 4  # how many times export_parts calls job.step (progress bar length)
+    # None when this machine can run the format's models (parity is measured at export), else the reason why not.
+    cannot_run_here: Callable[[], str | None] = lambda: None
 
 
 def _onnx() -> FormatExporter:

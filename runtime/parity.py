@@ -1,4 +1,6 @@
-"""The one parity table: (part, precision) -> the checks an artifact must pass against the PyTorch fp32 reference.
+"""The one parity table: (format, part, precision) -> the checks an artifact must pass against the PyTorch fp32
+reference. Format "*" rows hold for every format; a format's own row (e.g. TFLite's full-integer "int8", which is
+not CoreML's weight-only "int8") takes precedence.
 
 `pocketsam verify`, the export-time parity figures in every manifest, the benchmark rows and the test suite all
 read this table; none keeps tolerances of its own.
@@ -51,23 +53,25 @@ _FP32_IOU = Check("mask_iou", ">=", 0.999, "fp32: only boundary pixels whose log
 _FP16_IOU = Check("mask_iou", ">=", 0.99, "fp16 keeps ~3 significant digits; boundary pixels flip")
 _INT8_IOU = Check("mask_iou", ">=", 0.97, f"int8 quantization moves the mask boundary; {_SYNTHETIC}")
 
-PARITY_TABLE: dict[tuple[str, str], tuple[Check, ...]] = {
-    ("encoder", "fp32"): (_FP32_EMB,),
-    ("encoder", "fp16"): (),  # judged through its masks: the e2e row
-    ("encoder", "int8-dynamic"): (),
-    ("encoder", "int8-static"): (),
-    ("decoder", "fp32"): (
+ANY_FORMAT = "*"
+
+PARITY_TABLE: dict[tuple[str, str, str], tuple[Check, ...]] = {
+    ("*", "encoder", "fp32"): (_FP32_EMB,),
+    ("*", "encoder", "fp16"): (),  # judged through its masks: the e2e row
+    ("*", "encoder", "int8-dynamic"): (),
+    ("*", "encoder", "int8-static"): (),
+    ("*", "decoder", "fp32"): (
         _FP32_IOU,
         Check("low_res_logits_max_abs", "<=", 1e-3, "fp32 logits of magnitude ~10: kernel order only"),
         Check("score_max_abs", "<=", 1e-4, "fp32 IoU scores: kernel order only"),
     ),
-    ("decoder", "fp16"): (_FP16_IOU,),
-    ("decoder", "int8-dynamic"): (_INT8_IOU,),
-    ("decoder", "int8-static"): (_INT8_IOU,),
-    ("e2e", "fp32"): (_FP32_IOU,),
-    ("e2e", "fp16"): (_FP16_IOU,),
-    ("e2e", "int8-dynamic"): (_INT8_IOU,),
-    ("e2e", "int8-static"): (_INT8_IOU,),
+    ("*", "decoder", "fp16"): (_FP16_IOU,),
+    ("*", "decoder", "int8-dynamic"): (_INT8_IOU,),
+    ("*", "decoder", "int8-static"): (_INT8_IOU,),
+    ("*", "e2e", "fp32"): (_FP32_IOU,),
+    ("*", "e2e", "fp16"): (_FP16_IOU,),
+    ("*", "e2e", "int8-dynamic"): (_INT8_IOU,),
+    ("*", "e2e", "int8-static"): (_INT8_IOU,),
 }
 
 
@@ -76,6 +80,7 @@ def weaker(precision_a: str, precision_b: str) -> str:
     return max(precision_a, precision_b, key=lambda p: PRECISION_RANK.get(p, len(PRECISION_RANK)))
 
 
-def checks_for(part: str, precision: str) -> tuple[Check, ...]:
-    """The checks of one table row; an unknown precision has none (reported, not judged)."""
-    return PARITY_TABLE.get((part, precision), ())
+def checks_for(part: str, precision: str, format: str = ANY_FORMAT) -> tuple[Check, ...]:
+    """The checks of one row: the format's own row if it has one, else the "*" row; none if the precision is
+    unknown (its figures are then reported, not judged)."""
+    return PARITY_TABLE.get((format, part, precision), PARITY_TABLE.get((ANY_FORMAT, part, precision), ()))

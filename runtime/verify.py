@@ -165,8 +165,10 @@ class CheckResult:
         return asdict(self)
 
 
-def judge(metrics: dict[str, dict[str, float]], encoder_precision: str, decoder_precision: str) -> list[CheckResult]:
-    """Every measured metric as a row, judged where the parity table has a bound for it."""
+def judge(
+    metrics: dict[str, dict[str, float]], encoder_precision: str, decoder_precision: str, format: str = "*"
+) -> list[CheckResult]:
+    """Every measured metric as a row, judged where the parity table has a bound for it (for `format`)."""
     precisions = {
         "encoder": encoder_precision,
         "decoder": decoder_precision,
@@ -174,7 +176,7 @@ def judge(metrics: dict[str, dict[str, float]], encoder_precision: str, decoder_
     }
     rows = []
     for part, values in metrics.items():
-        checks = {c.metric: c for c in checks_for(part, precisions[part])}
+        checks = {c.metric: c for c in checks_for(part, precisions[part], format)}
         for metric, value in values.items():
             c = checks.get(metric)
             rows.append(
@@ -199,9 +201,10 @@ def verify_sessions(
     encoder_precision: str,
     decoder_precision: str,
     decoder_points: int | None = None,
+    format: str = "*",
 ) -> list[tuple[str, list[CheckResult]]]:
     """Judge a pair of Sessions against each (label, recorded reference); one list of rows per reference."""
     return [
-        (label, judge(compare(ref, encoder, decoder, decoder_points), encoder_precision, decoder_precision))
+        (label, judge(compare(ref, encoder, decoder, decoder_points), encoder_precision, decoder_precision, format))
         for label, ref in references
     ]

@@ -16,7 +16,8 @@ from pocketsam.runtime.parity import PARITY_TABLE, checks_for
 from pocketsam.runtime.verify import compare, judge, record_reference
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
-ROWS = [(part, prec, c) for (part, prec), checks in PARITY_TABLE.items() if prec in PRECISIONS for c in checks]
+ROWS = [(part, prec, c) for (fmt, part, prec), checks in PARITY_TABLE.items()
+        if fmt in ("*", "onnx") and prec in PRECISIONS for c in checks]
 
 
 def _row_id(row) -> str:
@@ -35,6 +36,7 @@ def measured(vit_t_bundles, vit_t_model):
     out = {}
     for precision, path in vit_t_bundles.items():
         bundle, enc, dec = open_bundle(path)
+        assert bundle.format == "onnx"
         out[precision] = {
             "probe": compare(bundle.load_probe(), enc, dec),
             "astronaut": compare(second, enc, dec),
@@ -58,9 +60,9 @@ def test_parity_row(row, photo, measured):
 def test_every_precision_has_rows():
     """Each exported precision is judged: the decoder and e2e rows exist (the encoder's are e2e for non-fp32)."""
     for precision in PRECISIONS:
-        assert checks_for("decoder", precision), precision
-        assert checks_for("e2e", precision), precision
-    assert checks_for("encoder", "fp32")[0].metric == "embedding_max_abs"
+        assert checks_for("decoder", precision, "onnx"), precision
+        assert checks_for("e2e", precision, "onnx"), precision
+    assert checks_for("encoder", "fp32", "onnx")[0].metric == "embedding_max_abs"
 
 
 def test_export_records_its_parity(vit_t_bundles):
