@@ -62,6 +62,42 @@ ONNX_RECIPES: dict[Precision, OnnxRecipe] = {
 _ROW_AXES = {"batch": 1, "num_points": 2}
 
 
+def gemm_to_matmul(model: onnx.ModelProto) -> int:
+    """Rewrite every Gemm with a constant weight as MatMul (+ Add for the bias), in place; returns how many.
+
+    ONNX Runtime's dynamic quantizer has no integer Gemm (its registry quantizes MatMul, not Gemm), and the
+    TorchScript exporter writes every Linear on a 2-D input as Gemm: without this rewrite an int8-dynamic export
+    of this model quantizes nothing in the encoder and one node in the decoder.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes, count = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        w = w.T if attrs.get("transB", 0) else w
+        w_name = f"{node.input[1]}_matmul"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w), w_name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm_out = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], w_name], [mm_out], name=f"{node.name}_MatMul"))
+        if has_bias:
+            nodes.append(onnx.helper.make_node("Add", [mm_out, node.input[2]], [node.output[0]], name=f"{node.name}_Add"))
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return count
+
+
 def nodes_to_quantize(model: onnx.ModelProto, recipe: OnnxRecipe) -> list[str]:
     """Names of the nodes `recipe` quantizes: weighted nodes of its op types with >= min_rows activation rows."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -134,7 +170,15 @@ def quantize_onnx(
         # quant_pre_process (shape inference + graph cleanup) first: without it quantize_* fails on torch-exported
         # graphs with "Expected ... to be an initializer" (TOOLCHAIN.md).
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        source = fp32_path
+        if recipe.precision is Precision.INT8_DYNAMIC:
+            rewritten = onnx.load(str(fp32_path))
+            gemm_to_matmul(rewritten)
+            source = Path(tmp) / "matmul.onnx"
+            onnx.save(rewritten, str(source))
+        # skip_optimization: the optimizer would fuse MatMul + Add back into Gemm
+        quant_pre_process(str(source), str(pre), skip_symbolic_shape=False,
+                          skip_optimization=recipe.precision is Precision.INT8_DYNAMIC)
         nodes = nodes_to_quantize(onnx.load(str(pre)), recipe)
         if not nodes:
             raise QuantizationError(f"{fp32_path.name}: no node matches the {recipe.precision.value} recipe")
