@@ -54,10 +54,12 @@ def interleaved(
     runs: int,
     on_step: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    memory: "MemoryProbe | None" = None,
 ) -> dict[str, list[float]]:
     """Time every case `runs` times, in the order A B C A B C …, after `warmup` untimed rounds of each.
 
-    Returns seconds per run, per case. `on_step` is called after every single call (progress bars).
+    Returns seconds per run, per case. `on_step` is called after every single call (progress bars). `memory`, if
+    given, is told before and after every timed call (outside the timed interval) which case ran.
     """
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
@@ -69,9 +71,13 @@ def interleaved(
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
         for name, fn in cases.items():
+            if memory is not None:
+                memory.before()
             t0 = clock()
             fn()
             times[name].append(clock() - t0)
+            if memory is not None:
+                memory.after(name)
             if on_step:
                 on_step()
     return times
@@ -117,8 +123,34 @@ def git_revision() -> str | None:
     return rev + ("+dirty" if dirty else "")
 
 
+# Engines whose versions every row carries (read from package metadata: nothing is imported).
+ENGINE_PACKAGES = ("numpy", "torch", "onnxruntime", "onnxruntime-gpu", "ai-edge-litert", "tflite-runtime",
+                   "coremltools")
+
+
+def engine_versions() -> dict[str, str]:
+    """{package: version} of the installed engines (absent packages are left out)."""
+    from importlib import metadata
+
+    found = {}
+    for name in ENGINE_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (how busy the machine was), or None where the OS has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def device_info() -> dict[str, object]:
-    """Where a row was measured: CPU, cores, ISA flags, OS, Python, git revision, time (UTC)."""
+    """Where a row was measured: CPU, cores, ISA flags, OS, Python, engine versions, git revision, load, time (UTC)."""
     return {
         "device": platform.node(),
         "cpu": _cpu_model(),
@@ -127,7 +159,9 @@ def device_info() -> dict[str, object]:
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "engines": engine_versions(),
         "git": git_revision(),
+        "load": load_average(),
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -138,3 +172,57 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 if platform.system() != "Darwin" else peak / 2**20  # KiB on Linux, bytes on macOS
+
+
+def _status_kb(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float | None:
+    """Current resident memory of this process in MiB (Linux), or None."""
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024
+
+
+class MemoryProbe:
+    """Per-case peak RSS inside one process (Linux): before each timed call the kernel's high-water mark VmHWM is
+    reset (`echo 5 > /proc/self/clear_refs`); after it, VmHWM is the process's peak during that call.
+
+    `peak_mb[case]` is the highest process RSS seen during any call of that case (it includes everything already
+    resident: other contenders' models too); `call_delta_mb[case]` the largest rise above the RSS just before a call
+    (the call's transient working memory). `available` is False where the mark cannot be reset; then nothing is
+    recorded and rows fall back to the process peak, labelled as such.
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb: dict[str, float] = {}
+        self.call_delta_mb: dict[str, float] = {}
+        self._start: float | None = None
+        self.available = self._reset() and _status_kb("VmHWM") is not None
+
+    @staticmethod
+    def _reset() -> bool:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    def before(self) -> None:
+        if self.available:
+            self._reset()
+            self._start = rss_mb()
+
+    def after(self, case: str) -> None:
+        if not self.available or self._start is None:
+            return
+        hwm = _status_kb("VmHWM") / 1024
+        self.peak_mb[case] = max(self.peak_mb.get(case, 0.0), hwm)
+        self.call_delta_mb[case] = max(self.call_delta_mb.get(case, 0.0), hwm - self._start)

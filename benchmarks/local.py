@@ -14,20 +14,33 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from pocketsam.runtime.bundle import Bundle, load_bundle
+from pocketsam.runtime.errors import BundleError, MissingEngineError
 from pocketsam.runtime.loading import open_bundle
 from pocketsam.runtime.predictor import Predictor
 from pocketsam.runtime.session import Session
 from pocketsam.runtime.transforms import preprocess
 from pocketsam.runtime.verify import compare, judge
 
-from .harness import Stats, device_info, interleaved, peak_rss_mb
+from .harness import MemoryProbe, Stats, device_info, engine_versions, interleaved, peak_rss_mb, rss_mb
+from .schema import PARTS, make_row
 
-PARTS = ("encoder", "decoder", "prompt", "e2e")
+REFERENCE_NAME = "pytorch-eager"
+
+# The package that carries each backend's version (the first one installed wins).
+_ENGINE_PACKAGES = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "litert": ("ai-edge-litert", "tflite-runtime"),
+    "coreml": ("coremltools",),
+    "torch": ("torch",),
+}
+
+# ONNX Runtime execution providers tried before the CPU one, best first (Jetson: TensorRT, then CUDA).
+ACCELERATED_ORT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 @dataclass
@@ -42,6 +55,25 @@ class Contender:
     init_s: float
     bundle: Bundle | None = None
     prompt_fn: Callable[[Predictor], Callable[[], object]] | None = None  # overrides the `prompt` part
+    engine_version: str | None = None
+    delegate: str | None = None  # execution provider / delegate / compute unit actually used
+    init_rss_delta_mb: float | None = None  # RSS this contender added to the process when it was opened
+    threads: int | None = None
+
+
+def engine_version(engine: str) -> str | None:
+    versions = engine_versions()
+    return next((versions[p] for p in _ENGINE_PACKAGES.get(engine, (engine,)) if p in versions), None)
+
+
+def accelerated_ort_providers() -> list[str]:
+    """TensorRT and CUDA where this onnxruntime has them (Jetson, desktop GPUs), then the CPU provider."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return ["CPUExecutionProvider"]
+    available = onnxruntime.get_available_providers()
+    return [p for p in ACCELERATED_ORT_PROVIDERS if p in available] + ["CPUExecutionProvider"]
 
 
 def _cases(c: Contender, image: np.ndarray, parts: tuple[str, ...]) -> dict[str, Callable[[], object]]:
@@ -77,15 +109,95 @@ def _cases(c: Contender, image: np.ndarray, parts: tuple[str, ...]) -> dict[str,
     return {p: all_cases[p] for p in parts}
 
 
-def bundle_contender(path: Path, threads: int | None) -> Contender:
-    """Open a bundle with its default backend, timing the load."""
+def bundle_contender(
+    path: Path | Bundle,
+    threads: int | None,
+    backend: str | None = None,
+    name: str | None = None,
+    opener: Callable[..., tuple[Bundle, Session, Session]] = open_bundle,
+    **options: Any,
+) -> Contender:
+    """Open a bundle (any format) with `backend` (default: the format's), timing the load and its RSS growth.
+
+    ONNX bundles on onnxruntime get TensorRT / CUDA providers when this onnxruntime has them, unless `providers` is
+    given. Other options go to the backend as they are (e.g. `compute_units` for coreml).
+    """
+    from pocketsam.runtime.backends import DEFAULT_BACKEND
+
+    bundle = path if isinstance(path, Bundle) else load_bundle(path)
+    backend = backend or DEFAULT_BACKEND[bundle.format]
+    if threads:
+        options["threads"] = threads
+    if backend == "onnxruntime" and not options.get("providers"):
+        options["providers"] = accelerated_ort_providers()
+    rss0 = rss_mb()
     t0 = time.perf_counter()
-    options = {"threads": threads} if threads else {}
-    bundle, enc, dec = open_bundle(load_bundle(path), **options)
+    bundle, enc, dec = opener(bundle, backend, **options)
     init = time.perf_counter() - t0
-    name = f"{bundle.root.name}"
-    return Contender(name, enc.__class__.__name__, {"encoder": bundle.encoder.precision,
-                                                   "decoder": bundle.decoder.precision}, enc, dec, init, bundle)
+    rss1 = rss_mb()
+    delegate = None
+    if getattr(enc, "providers", None):
+        delegate = enc.providers[0]
+    elif options.get("compute_units"):
+        delegate = str(options["compute_units"])
+    elif options.get("delegate"):
+        delegate = str(options["delegate"])
+    return Contender(
+        name or bundle.root.name, backend,
+        {"encoder": bundle.encoder.precision, "decoder": bundle.decoder.precision}, enc, dec, init, bundle,
+        engine_version=engine_version(backend), delegate=delegate,
+        init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0, threads=threads,
+    )
+
+
+def _progress(total: int, enabled: bool):
+    """A tqdm bar (a no-op object where tqdm is not installed or progress is off)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        enabled = False
+    if not enabled:
+        class _Quiet:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def update(self, n=1):
+                pass
+
+        return _Quiet()
+    return tqdm(total=total, desc="bench", unit="call")
+
+
+def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: str | None,
+                 image: np.ndarray) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """{contender: verify rows} against the torch reference on `image`, or against each bundle's own probe."""
+    parity: dict[str, list[dict]] = {}
+    notes: dict[str, str] = {}
+    probe = None
+    if reference == "torch" and ref is not None:
+        from pocketsam.runtime.verify import record_reference
+
+        probe = record_reference(image, ref.encoder, ref.decoder)
+    for c in contenders:
+        if c is ref or reference not in ("torch", "probe"):
+            continue
+        recorded = probe
+        if reference == "probe":
+            try:
+                if c.bundle is None:
+                    raise BundleError(f"{c.name} is not a bundle: it has no probe")
+                recorded = c.bundle.load_probe()
+            except BundleError as e:
+                notes[c.name] = f"no parity: {e}"
+                continue
+        points, fmt = (c.bundle.decoder_points, c.bundle.format) if c.bundle else (None, "*")
+        rows = judge(compare(recorded, c.encoder, c.decoder, points), c.precision["encoder"],
+                     c.precision["decoder"], fmt)
+        parity[c.name] = [r.as_dict() for r in rows]
+    return parity, notes
 
 
 def run_local(
@@ -96,57 +208,63 @@ def run_local(
     runs: int = 10,
     reference: str | None = None,
     progress: bool = True,
+    target: str = "local",
+    reference_name: str = REFERENCE_NAME,
 ) -> list[dict[str, object]]:
-    """Time every contender's parts interleaved; one JSON-able row per (contender, part).
+    """Time every contender's parts interleaved; one schema row per (contender, part).
 
-    `reference` names the contender that is the PyTorch reference: every other row gets `speedup` (reference median
-    / row median, measured in this same run) and the parity figures of `verify` against it.
+    `reference`: "torch" (the contender named `reference_name` is the PyTorch reference: rows get a speed-up measured
+    in this run and parity against it on `image`), "probe" (parity against each bundle's recorded probe; no
+    speed-up) or None.
     """
-    from tqdm.auto import tqdm
-
-    cases: dict[tuple[str, str], Callable[[], object]] = {}
+    if reference not in (None, "none", "torch", "probe"):
+        raise ValueError(f"unknown reference {reference!r}")
+    device = device_info()  # before the run: the load average is the one the run started under
+    cases: dict[str, Callable[[], object]] = {}
     for c in contenders:
         for part, fn in _cases(c, image, parts).items():
-            cases[(c.name, part)] = fn
-    total = len(cases) * (warmup + runs)
-    with tqdm(total=total, desc="bench", unit="call", disable=not progress) as bar:
-        times = interleaved({f"{k[0]}|{k[1]}": fn for k, fn in cases.items()}, warmup, runs, on_step=bar.update)
+            cases[f"{c.name}|{part}"] = fn
+    memory = MemoryProbe()
+    with _progress(len(cases) * (warmup + runs), progress) as bar:
+        times = interleaved(cases, warmup, runs, on_step=bar.update, memory=memory)
     stats = {tuple(k.split("|")): Stats.of(v) for k, v in times.items()}
-    device = device_info()
-    ref = next((c for c in contenders if c.name == reference), None)
-    parity: dict[str, list[dict]] = {}
-    if ref is not None:
-        from pocketsam.runtime.verify import record_reference
-
-        probe = record_reference(image, ref.encoder, ref.decoder)
-        for c in contenders:
-            if c is ref:
-                continue
-            rows = judge(compare(probe, c.encoder, c.decoder, c.bundle.decoder_points if c.bundle else None),
-                         c.precision["encoder"], c.precision["decoder"], c.bundle.format if c.bundle else "*")
-            parity[c.name] = [r.as_dict() for r in rows]
+    ref = next((c for c in contenders if c.name == reference_name), None) if reference == "torch" else None
+    parity, notes = _parity_rows(contenders, ref, reference, image)
+    process_peak = peak_rss_mb()
     out = []
     for c in contenders:
         for part in parts:
             s = stats[(c.name, part)]
-            row: dict[str, object] = {
-                "target": "local",
-                "name": c.name,
-                "engine": c.engine,
-                "part": part,
-                "precision": c.precision.get(part, f"{c.precision['encoder']}/{c.precision['decoder']}"),
-                "threads": None,
-                "stats": s.as_dict(),
-                "init_s": c.init_s,
-                "model_bytes": (c.bundle.part(part).size_bytes if c.bundle and part in ("encoder", "decoder")
-                                else None),
-                "is_reference": c is ref,
-                "speedup": (stats[(ref.name, part)].median_ms / s.median_ms) if ref is not None else None,
-                "parity": _parity_for(parity.get(c.name), part),
-                "peak_rss_mb": peak_rss_mb(),
+            key = f"{c.name}|{part}"
+            if memory.available:
+                mem = {"kind": "process-rss", "init_delta_mb": c.init_rss_delta_mb,
+                       "peak_mb": memory.peak_mb.get(key), "call_delta_mb": memory.call_delta_mb.get(key)}
+            else:
+                mem = {"kind": "process-peak", "init_delta_mb": c.init_rss_delta_mb, "peak_mb": process_peak,
+                       "call_delta_mb": None}
+            is_ref = c is ref
+            out.append(make_row(
+                target=target,
+                name=c.name,
+                engine=c.engine,
+                engine_version=c.engine_version,
+                delegate=c.delegate,
+                part=part,
+                format=c.bundle.format if c.bundle else "torch",
+                precision=c.precision.get(part, f"{c.precision['encoder']}/{c.precision['decoder']}"),
+                threads=c.threads,
+                stats=s.as_dict(),
+                init_s=c.init_s,
+                memory=mem,
+                model_bytes=(c.bundle.part(part).size_bytes if c.bundle and part in ("encoder", "decoder")
+                             else None),
+                is_reference=is_ref,
+                reference=None if reference in (None, "none") else reference,
+                speedup=(stats[(ref.name, part)].median_ms / s.median_ms) if ref is not None else None,
+                parity=_parity_for(parity.get(c.name), part),
+                note=notes.get(c.name),
                 **device,
-            }
-            out.append(row)
+            ))
     return out
 
 
@@ -158,12 +276,15 @@ def _parity_for(rows: list[dict] | None, part: str) -> dict[str, float] | None:
     return {r["metric"]: r["value"] for r in rows if r["part"] == wanted}
 
 
-REFERENCE_NAME = "pytorch-eager"
-
-
 def reference_contender(bundle: Bundle | None, threads: int | None) -> Contender:
     """The PyTorch fp32 eager reference, from the same weights as `bundle` (or synthetic seed 0)."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise MissingEngineError(
+            "--reference torch needs PyTorch (pip install 'pocketsam[export]'); on a device without torch use "
+            "--reference probe (parity from each bundle's probe.npz, no speed-up column)"
+        ) from None
 
     from pocketsam.export.model import build_mobile_sam
     from pocketsam.export.reference import reference_sessions, torch_click
@@ -171,12 +292,16 @@ def reference_contender(bundle: Bundle | None, threads: int | None) -> Contender
 
     if threads:
         torch.set_num_threads(threads)
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     model = model_for_bundle(bundle) if bundle is not None else build_mobile_sam(seed=0)
     enc, dec = reference_sessions(model)
     init = time.perf_counter() - t0
-    return Contender(REFERENCE_NAME, f"torch {torch.__version__}", {"encoder": "fp32", "decoder": "fp32"}, enc,
-                     dec, init, None, prompt_fn=lambda predictor: torch_click(model, predictor))
+    rss1 = rss_mb()
+    return Contender(REFERENCE_NAME, "torch", {"encoder": "fp32", "decoder": "fp32"}, enc, dec, init, None,
+                     prompt_fn=lambda predictor: torch_click(model, predictor), engine_version=torch.__version__,
+                     delegate="eager", init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0,
+                     threads=threads)
 
 
 def bench_local(
@@ -186,14 +311,51 @@ def bench_local(
     threads: int | None = None,
     warmup: int = 2,
     runs: int = 10,
-    reference: bool = True,
+    reference: str | bool = "torch",
     progress: bool = True,
+    backend: str | None = None,
+    **options: Any,
 ) -> list[dict[str, object]]:
-    """Rows for the PyTorch reference (unless `reference=False`) and every bundle, timed interleaved here."""
-    contenders = [bundle_contender(p, threads) for p in bundles]
-    if reference:
-        contenders.insert(0, reference_contender(contenders[0].bundle if contenders else None, threads))
-    rows = run_local(contenders, image, parts, warmup, runs, REFERENCE_NAME if reference else None, progress)
-    for r in rows:
-        r["threads"] = threads
-    return rows
+    """Rows for the PyTorch reference (reference="torch") and every bundle, timed interleaved in this process.
+
+    reference="probe": no torch needed; parity from each bundle's probe, speed-up left empty. "none": timings only.
+    """
+    if isinstance(reference, bool):
+        reference = "torch" if reference else "none"
+    _require_torch_if(reference, threads)
+    contenders = [bundle_contender(p, threads, backend, **dict(options)) for p in bundles]
+    return bench_contenders(contenders, image, parts, threads, warmup, runs, reference, progress)
+
+
+def _require_torch_if(reference: str, threads: int | None) -> None:
+    """Fail before opening anything when the torch reference is asked for and torch is missing."""
+    if reference == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            reference_contender(None, threads)  # raises the clear MissingEngineError
+
+
+def bench_contenders(
+    contenders: list[Contender],
+    image: np.ndarray,
+    parts: tuple[str, ...],
+    threads: int | None,
+    warmup: int,
+    runs: int,
+    reference: str,
+    progress: bool,
+    target: str = "local",
+) -> list[dict[str, object]]:
+    """Add the torch reference (reference="torch"), make names unique, time everything interleaved."""
+    _require_torch_if(reference, threads)
+    seen: dict[str, int] = {}
+    for c in contenders:  # two bundles called "fp32" in different folders stay two columns
+        if c.name in seen:
+            seen[c.name] += 1
+            c.name = f"{c.name}#{seen[c.name]}"
+        else:
+            seen[c.name] = 1
+    if reference == "torch":
+        contenders = [reference_contender(contenders[0].bundle if contenders else None, threads)] + contenders
+    return run_local(contenders, image, parts, warmup, runs, reference, progress, target=target)

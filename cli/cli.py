@@ -62,10 +62,24 @@ def read_image(arg: str) -> np.ndarray:
 
 
 def backend_options(args: argparse.Namespace) -> dict:
-    return {"threads": args.threads} if getattr(args, "threads", None) is not None else {}
+    options = {"threads": args.threads} if getattr(args, "threads", None) is not None else {}
+    if getattr(args, "compute_units", None) is not None:
+        if args.backend not in (None, "coreml"):
+            raise UsageError("--compute-units is an option of the coreml backend")
+        options["compute_units"] = args.compute_units
+    return options
 
 
 # --- commands -------------------------------------------------------------------------------------------------
+
+
+def _format_options(args: argparse.Namespace) -> dict:
+    """The fixed-shape decoder flags, for the formats that have them (TFLite); an error elsewhere."""
+    options = {k: getattr(args, k) for k in ("decoder_points", "decoder_batch") if getattr(args, k) is not None}
+    if options and args.format != "tflite":
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise UsageError(f"{flags}: only for fixed-shape formats (tflite); {args.format} decoders take any count")
+    return options
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -84,6 +98,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         calibration_dir=args.calibration,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        **_format_options(args),
     )
     b = result.bundle
     print(f"wrote {b.root} ({b.format}; encoder {b.encoder.precision}, decoder {b.decoder.precision}; "
@@ -142,7 +157,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.images is not None and args.reference == "probe":
         raise UsageError("--images needs --reference torch (the probe holds the reference for its own photo only)")
+    if args.structure:  # static checks of the files, no engine run (CoreML on any OS)
+        from pocketsam.runtime.coreml_structure import structure_report
+
+        lines, failed = structure_report(args.bundle)
+        print("\n".join(lines))
+        print("PASS" if not failed else f"FAIL: {failed} structure check(s) failed")
+        return 0 if not failed else EXIT_PARITY
     bundle = load_bundle(args.bundle)
+    if getattr(args, "compute_units", None) is not None and bundle.format != "coreml":
+        raise UsageError(f"--compute-units is for CoreML bundles (this one is {bundle.format})")
     if args.reference == "probe":
         references = [(f"probe ({bundle.manifest.get('probe', {}).get('photo', 'photo')})", bundle.load_probe())]
     else:
@@ -175,6 +199,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if not failed else EXIT_PARITY
 
 
+def cmd_audit_fp16(args: argparse.Namespace) -> int:
+    from pocketsam.export.fp16_audit import run_audit_command
+
+    if args.checkpoint is not None and args.seed is not None:
+        raise UsageError("--checkpoint and --seed exclude each other (a seed only picks synthetic weights)")
+    if args.limit < 1:
+        raise UsageError("--limit must be >= 1")
+    text, ok = run_audit_command(args.checkpoint, args.seed or 0, args.config, args.images, args.limit,
+                                 args.bundle, args.json)
+    print(text)
+    return 0 if ok else EXIT_PARITY
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from pocketsam.runtime.bundle import load_bundle
     from pocketsam.runtime.info import describe
@@ -184,25 +221,107 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from pocketsam.benchmarks.local import PARTS, bench_local
-    from pocketsam.benchmarks.report import method_note, to_markdown, write_json
+def _bench_parts(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in parts if p not in allowed]
+    if unknown or not parts:
+        raise UsageError(f"unknown part(s) {unknown or [text]} (choose from {', '.join(allowed)})")
+    return parts
 
-    parts = tuple(p.strip() for p in args.parts.split(","))
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown:
-        raise UsageError(f"unknown part(s) {unknown} (choose from {', '.join(PARTS)})")
-    if args.runs < 1 or args.warmup < 0:
-        raise UsageError("--runs must be >= 1 and --warmup >= 0")
-    image = read_image(args.image)
-    rows = bench_local(args.bundles, image, parts, args.threads, args.warmup, args.runs,
-                       reference=args.reference == "torch", progress=not args.quiet)
-    table = method_note(rows, args.runs, args.warmup) + "\n" + to_markdown(rows)
-    print(table)
+
+def _csv(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _write_reports(rows: list[dict], args: argparse.Namespace, runs: int | None, warmup: int | None) -> None:
+    from pocketsam.benchmarks.report import method_note, short_table, to_markdown, write_json
+
+    print(short_table(rows))
     if args.json is not None:
         write_json(rows, args.json)
+        print(f"wrote {args.json}")
     if args.markdown is not None:
-        args.markdown.write_text(table)
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("## Method\n\n" + method_note(rows, runs, warmup) + "\n" + to_markdown(rows))
+        print(f"wrote {args.markdown}")
+    if args.plot is not None:
+        from pocketsam.benchmarks.plot import plot_rows
+
+        plot_rows(rows, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pocketsam.benchmarks.schema import PARTS
+
+    # `pocketsam bench merge A.json …` is `pocketsam bench-merge A.json …`, unless a bundle folder is named "merge".
+    if args.bundles[0] == Path("merge") and not Path("merge").exists():
+        bench_only = [f for f, given in (("--target", args.target != "local"), ("--serial", args.serial),
+                                         ("--threads", args.threads is not None)) if given]
+        if bench_only:
+            raise UsageError(f"bench merge joins results files; {', '.join(bench_only)} belong(s) to a measurement")
+        if len(args.bundles) < 2:
+            raise UsageError("bench merge needs at least one results file (bench merge A.json B.json …)")
+        args.results = args.bundles[1:]
+        return cmd_bench_merge(args)
+    args.reference_given = args.reference is not None
+    if args.reference is None:
+        args.reference = "none" if args.target == "android" else "torch"
+    parts = _bench_parts(args.parts, PARTS)
+    if args.runs < 1 or args.warmup < 0:
+        raise UsageError("--runs must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be >= 1")
+    android_flags = [f for f, v in (("--serial", args.serial), ("--benchmark-model", args.benchmark_model),
+                                    ("--perf-test", args.perf_test), ("--delegates", args.delegates),
+                                    ("--nnapi-accelerator", args.nnapi_accelerator)) if v is not None]
+    if args.target != "android" and android_flags:
+        raise UsageError(f"{', '.join(android_flags)} only apply to --target android")
+    if args.target != "apple" and args.compute_units is not None:
+        raise UsageError("--compute-units only applies to --target apple")
+    if args.target == "android":
+        from pocketsam.benchmarks.android import AndroidConfig, bench_android
+
+        if args.reference == "torch" and args.reference_given:
+            raise UsageError("the android target has no PyTorch reference on the phone: use --reference none")
+        bad = [p for p in parts if p not in ("encoder", "decoder")]
+        if bad:
+            raise UsageError(f"the android target times encoder and decoder only (not {', '.join(bad)})")
+        cfg = AndroidConfig(serial=args.serial, adb=args.adb, benchmark_model=args.benchmark_model,
+                            perf_test=args.perf_test, delegates=_csv(args.delegates) or ["cpu"],
+                            nnapi_accelerator=args.nnapi_accelerator, threads=args.threads, warmup=args.warmup,
+                            runs=args.runs)
+        rows = bench_android(args.bundles, parts, cfg, progress=not args.quiet)
+        if not rows:
+            raise UsageError("no row was measured (see the warnings above)")
+        _write_reports(rows, args, args.runs, args.warmup)
+        return 0
+    image = read_image(args.image)
+    if args.target == "apple":
+        from pocketsam.benchmarks.apple import COMPUTE_UNITS, bench_apple
+
+        rows = bench_apple(args.bundles, image, parts, _csv(args.compute_units) or COMPUTE_UNITS, args.warmup,
+                           args.runs, args.reference, progress=not args.quiet, threads=args.threads)
+    else:
+        from pocketsam.benchmarks.local import bench_local
+
+        options = {"providers": _csv(args.providers)} if args.providers else {}
+        rows = bench_local(args.bundles, image, parts, args.threads, args.warmup, args.runs,
+                           reference=args.reference, progress=not args.quiet, backend=args.backend, **options)
+    _write_reports(rows, args, args.runs, args.warmup)
+    return 0
+
+
+def cmd_bench_merge(args: argparse.Namespace) -> int:
+    from pocketsam.benchmarks.report import read_json
+
+    try:
+        rows = read_json(args.results)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if not rows:
+        raise UsageError("the results files hold no rows")
+    _write_reports(rows, args, None, None)
     return 0
 
 
@@ -231,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, help="seed of the synthetic weights (default 0)")
     e.add_argument("--config", choices=["vit_t", "tiny"], default="vit_t", help="tiny: a shrunk model for plumbing")
     e.add_argument("--calibration", type=Path, help="folder of images for int8-static (default: sample photos)")
+    e.add_argument("--decoder-points", type=int, metavar="N",
+                   help="tflite: fixed prompt points of the decoder (default: spec.DECODER_FIXED_POINTS)")
+    e.add_argument("--decoder-batch", type=int, metavar="N",
+                   help="tflite: also a batch-N decoder signature, for many prompts on one image")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -247,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overlay", type=Path, metavar="OVERLAY.png")
     pr.add_argument("--backend", help="engine (default: the bundle format's)")
     pr.add_argument("--threads", type=int)
+    pr.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
+                    help="coreml backend (macOS): where Core ML may run the model (default ALL)")
     pr.set_defaults(func=cmd_predict)
 
     v = sub.add_parser("verify", help="check a bundle's parity against the PyTorch reference")
@@ -258,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", type=Path, metavar="REPORT.json")
     v.add_argument("--backend")
     v.add_argument("--threads", type=int)
+    v.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
+                   help="coreml backend (macOS): where Core ML may run the model (default ALL)")
+    v.add_argument("--structure", action="store_true",
+                   help="CoreML: check the packages' I/O against the spec, ops, weights and hashes without running "
+                        "them (any OS)")
     v.set_defaults(func=cmd_verify)
 
     i = sub.add_parser("info", help="describe a bundle: manifest, inputs/outputs, sizes")
@@ -265,18 +395,53 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the manifest as JSON")
     i.set_defaults(func=cmd_info)
 
-    b = sub.add_parser("bench", help="time bundles against the PyTorch reference, interleaved, here")
+    b = sub.add_parser("bench", help="time bundles against the PyTorch reference, interleaved (local, android, apple)",
+                       description="Time bundles and the PyTorch fp32 reference interleaved (A B A B …) after a "
+                                   "warm-up. `pocketsam bench merge A.json B.json …` is `pocketsam bench-merge`.")
     b.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
     b.add_argument("--parts", default="encoder,decoder,prompt,e2e", help="comma-separated: encoder,decoder,prompt,e2e")
     b.add_argument("--threads", type=int, help="threads for every engine (default: each engine's own)")
-    b.add_argument("--warmup", type=int, default=2)
-    b.add_argument("--runs", type=int, default=10)
-    b.add_argument("--reference", choices=["torch", "none"], default="torch")
+    b.add_argument("--warmup", type=int, default=2, help="untimed rounds of every case first (default 2)")
+    b.add_argument("--runs", type=int, default=10, help="timed runs of every case (default 10)")
+    b.add_argument("--reference", choices=["torch", "probe", "none"], default=None,
+                   help="torch (default on local/apple): time the PyTorch fp32 reference too, speed-up + parity vs it; "
+                        "probe: no torch, parity vs each bundle's probe.npz, no speed-up; none: timings only "
+                        "(default on android)")
+    b.add_argument("--target", choices=["local", "android", "apple"], default="local")
     b.add_argument("--image", default="sample:chelsea", help="photo to time on (file or sample:NAME)")
+    b.add_argument("--backend", help="local: engine for every bundle (default: each format's)")
+    b.add_argument("--providers", help="local, onnxruntime: execution providers in order (default: TensorRT, CUDA "
+                                       "when present, then CPU)")
+    b.add_argument("--serial", help="android: adb serial of the phone")
+    b.add_argument("--adb", default="adb", help="android: path of adb (default: adb on PATH)")
+    b.add_argument("--benchmark-model", type=Path, help="android: TFLite benchmark_model binary for the phone")
+    b.add_argument("--perf-test", type=Path, help="android: onnxruntime_perf_test binary for the phone")
+    b.add_argument("--delegates", help="android: comma-separated cpu,gpu,nnapi (TFLite) / cpu,xnnpack,nnapi (ORT)")
+    b.add_argument("--nnapi-accelerator", help="android: NNAPI accelerator name (e.g. qti-dsp)")
+    b.add_argument("--compute-units", help="apple: comma-separated CPU_ONLY,CPU_AND_GPU,CPU_AND_NE,ALL (default all)")
     b.add_argument("--json", type=Path, metavar="OUT.json")
     b.add_argument("--markdown", type=Path, metavar="OUT.md")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("--plot", type=Path, metavar="OUT.png")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
+
+    bm = sub.add_parser("bench-merge", help="join bench results (JSON) of several devices into one table and plot")
+    bm.add_argument("results", type=Path, nargs="+", metavar="RESULTS.json")
+    bm.add_argument("--json", type=Path, metavar="OUT.json", help="the joined rows")
+    bm.add_argument("--markdown", type=Path, metavar="OUT.md")
+    bm.add_argument("--plot", type=Path, metavar="OUT.png")
+    bm.set_defaults(func=cmd_bench_merge)
+
+    a = sub.add_parser("audit-fp16", help="run the torch graphs with fp16 activations on photos: per-layer peaks "
+                       "vs the fp16 range, embedding error and mask IoU against fp32")
+    a.add_argument("--checkpoint", type=Path, help="official mobile_sam.pt (default: synthetic weights)")
+    a.add_argument("--seed", type=int, help="seed of the synthetic weights (default 0)")
+    a.add_argument("--config", choices=["vit_t", "tiny"], default="vit_t")
+    a.add_argument("--images", type=Path, help="folder of photos (default: scikit-image sample photos)")
+    a.add_argument("--limit", type=int, default=4, help="how many photos (default 4)")
+    a.add_argument("--bundle", type=Path, help="a CoreML bundle: check its fp32 ops are the audit's verdict")
+    a.add_argument("--json", type=Path, metavar="AUDIT.json")
+    a.set_defaults(func=cmd_audit_fp16)
 
     d = sub.add_parser("download-checkpoint", help="fetch the official mobile_sam.pt and check its layout")
     d.add_argument("--dest", type=Path, help="folder (default: ~/.cache/pocketsam or $POCKETSAM_CACHE)")

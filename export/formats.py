@@ -52,10 +52,45 @@ def _onnx() -> FormatExporter:
     )
 
 
+def _tflite() -> FormatExporter:
+    from .tflite import export_tflite_parts
+    from .tflite_quantize import TFLITE_RECIPES
+
+    def cannot_run_here() -> str | None:
+        try:
+            import ai_edge_litert  # noqa: F401
+        except ImportError:
+            return "ai-edge-litert is not installed (pip install 'pocketsam[tflite]')"
+        return None
+
+    return FormatExporter(
+        name="tflite",
+        precisions=tuple(p.value for p in TFLITE_RECIPES),
+        calibrated=frozenset(p.value for p, r in TFLITE_RECIPES.items() if r.calibrated),
+        export_parts=export_tflite_parts,
+        cannot_run_here=cannot_run_here,
+    )
+
+
+def _coreml() -> FormatExporter:
+    from .coreml import COREML_RECIPES, cannot_run_here, export_coreml_parts
+
+    return FormatExporter(
+        name="coreml",
+        precisions=tuple(p.value for p in COREML_RECIPES),
+        calibrated=frozenset(p.value for p, r in COREML_RECIPES.items() if r.calibrated),
+        export_parts=export_coreml_parts,
+        steps=4,
+        cannot_run_here=cannot_run_here,
+    )
+
+
 # Builders, so importing this module imports no converter: `pocketsam export --format X` loads only X's.
 FORMATS: dict[str, Callable[[], FormatExporter]] = {
     "onnx": _onnx,
+    "tflite": _tflite,
+    "coreml": _coreml,
 }
 
 # Every precision any format knows, for the CLI's choices (each format validates its own).
-ALL_PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+ALL_PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int8", "palettized-6", "palettized-4", "w8a8")

@@ -5,8 +5,23 @@ from __future__ import annotations
 from .bundle import Bundle
 
 
+def _coreml_lines(bundle: Bundle, part: str) -> list[str]:
+    """CoreML: the .mlpackage's structure read from its spec (any OS, no prediction): I/O checked against the spec,
+    operator histogram, weight precision, size, and the ops that commonly fall off the Neural Engine."""
+    from .coreml_structure import read_structure
+    from .errors import PocketSamError
+    from .spec import GRAPHS
+
+    try:
+        return ["    " + line for line in read_structure(bundle.part(part).path, GRAPHS[part]).lines()]
+    except PocketSamError as e:
+        return [f"    (structure not read: {e})"]
+
+
 def _io_lines(bundle: Bundle, part: str) -> list[str]:
     """Inputs/outputs read from the model file by its engine, or a note when the engine is not installed."""
+    if bundle.format == "coreml":  # read from the spec, on any OS, without compiling the model
+        return _coreml_lines(bundle, part)
     from .errors import PocketSamError
     from .loading import open_bundle
 
@@ -18,7 +33,19 @@ def _io_lines(bundle: Bundle, part: str) -> list[str]:
     describe_io = getattr(session, "describe_io", None)
     if describe_io is None:
         return [f"    inputs {session.input_names}, outputs {session.output_names}"]
-    return [f"    {kind:<7}{name:<18}{shape} {dtype}" for kind, name, shape, dtype in describe_io()]
+    lines = [f"    {kind:<7}{name:<18}{shape} {dtype}" for kind, name, shape, dtype in describe_io()]
+    return lines + _operator_lines(session)
+
+
+def _operator_lines(session) -> list[str]:
+    """Operators, what stays float and what mobile delegates may not run, for sessions that can list them
+    (LiteRT: `pocketsam.runtime.tflite_ops`)."""
+    operators = getattr(session, "operators", None)
+    if operators is None:
+        return []
+    from .tflite_ops import describe_ops
+
+    return describe_ops(operators())
 
 
 def describe(bundle: Bundle) -> str:

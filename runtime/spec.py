@@ -46,6 +46,17 @@ LABEL_BOX_TOP_LEFT = 2
 LABEL_BOX_BOTTOM_RIGHT = 3
 USER_POINT_LABELS = (LABEL_BACKGROUND, LABEL_FOREGROUND)  # what a user may pass to predict()
 
+# --- fixed-shape decoders (LiteRT) ----------------------------------------------------------------------------
+# LiteRT graphs have static shapes, so the decoder is exported with a fixed number of prompt points; Predictor pads
+# every prompt with (0, 0) points labelled LABEL_PAD. 6 covers a box (2 corners) + 4 clicks, or 5 clicks + SAM's
+# one pad point: what interactive use needs, while extra pad tokens stay cheap (the decoder's cost is dominated by
+# its 4096 image positions, not its few tokens). Pad tokens are real tokens to the decoder, so masks differ slightly
+# from upstream's exact-count prompt (docs/tflite.md measures it). More: --decoder-points N.
+DECODER_FIXED_POINTS = 6
+# Batch of the batch-1 variant; `--decoder-batch N` adds a second signature of batch N to the same decoder file
+# (many prompts on one embedding, e.g. segment-everything grids).
+DECODER_FIXED_BATCH = 1
+
 Dim = Union[int, str]  # a str is a symbolic axis ("batch", "num_points")
 
 

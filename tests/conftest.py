@@ -1,3 +1,31 @@
 """Shared fixtures. Bundle fixtures (exported once per session) live in _bundles.py."""
 
 from _bundles import tiny_bundle, vit_t_bundles, vit_t_model  # noqa: F401  (pytest fixtures)
+
+
+# --- model and checkpoint fixtures (tests/test_model.py, tests/test_checkpoint.py) --------------------------------
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def vit_t_checkpoint(tmp_path_factory):
+    """Path of `synthetic_state_dict(0)` saved with torch.save (~40 MB, written once per session)."""
+    import torch
+
+    from pocketsam.export.checkpoint import synthetic_state_dict
+
+    path = tmp_path_factory.mktemp("checkpoints") / "synthetic_seed0_vit_t.pt"
+    torch.save(synthetic_state_dict(0), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The shrunk model (same I/O shapes as vit_t) with synthetic seed-0 weights."""
+    from pocketsam.export.model import RandomWeightsWarning, build_mobile_sam
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        return build_mobile_sam(seed=0, config="tiny")

@@ -12,12 +12,14 @@ from typing import Any, Callable
 from ..errors import BackendError
 from ..session import Session
 from ..spec import GraphSpec
-from . import ort
+from . import coreml, litert, ort
 
 Opener = Callable[..., Session]
 
 BACKENDS: dict[str, Opener] = {
     "onnxruntime": ort.open_session,
+    "litert": litert.open_session,
+    "coreml": coreml.open_session,
 }
 
 # The backend used for a bundle format when the user names none.

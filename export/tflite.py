@@ -1,0 +1,233 @@
+"""TFLite export of the two graphs with litert-torch (the successor of ai-edge-torch), then ai-edge-quantizer.
+
+Step by step:
+1. the graph modules' forwards take and return tensors only (`pocketsam.export.graphs`); a thin wrapper takes them
+   as keyword arguments and returns a dict, so litert-torch names the signature's inputs and outputs after the
+   spec (`image`, `image_embeddings`, `point_coords`…) instead of `args_0`/`output_0`;
+2. convert with fixed shapes (LiteRT has no dynamic point axis): the encoder 1x3x1024x1024; the decoder with
+   `decoder_points` points (spec.DECODER_FIXED_POINTS by default) and batch 1, plus a second signature of batch
+   `decoder_batch` in the same file when asked (weights are shared between signatures);
+3. check the fp32 file against PyTorch on seeded inputs (the conversion must be exact to ~1e-5);
+4. quantize with ai-edge-quantizer per the part's recipe (`tflite_quantize`), calibrating the full-int8 recipe on
+   real photos preprocessed exactly as the runtime does.
+
+Converting is the slow step (~1.5 min for the vit_t encoder on 2 cores). `cache_dir` keeps converted fp32 files
+keyed by the weights, shapes and litert-torch version, so exporting several precisions converts once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from importlib import metadata as _md
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pocketsam.runtime import spec
+from pocketsam.runtime.backends.litert import open_session as open_litert
+from pocketsam.runtime.errors import PocketSamError
+from pocketsam.runtime.spec import GraphSpec
+
+from .calibration import decoder_calibration, encoder_calibration
+from .formats import ExportJob
+from .graphs import DecoderGraph, EncoderGraph
+from .onnx import ExportError, dummy_inputs
+from .reference import TorchSession
+from .tflite_quantize import quantize_tflite, recipe_for
+
+# The default signature (batch 1). litert-torch's own default name, so tools that take "the" signature find it.
+DEFAULT_SIGNATURE = "serving_default"
+
+# fp32 conversion check: litert-torch's kernels differ from eager PyTorch by summation order only.
+_CONVERSION_TOLERANCE = 1e-3  # relative to max(|reference|, 1); measured ~5e-5 on the decoder's logits
+
+
+class _Named(torch.nn.Module):
+    """Calls a graph module with the spec's inputs as keyword arguments and returns {output name: tensor}."""
+
+    def __init__(self, module: torch.nn.Module, graph: GraphSpec) -> None:
+        super().__init__()
+        self.module = module
+        self.graph = graph
+
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.module(*[inputs[n] for n in self.graph.input_names])
+        out = (out,) if isinstance(out, torch.Tensor) else out
+        return dict(zip(self.graph.output_names, out))
+
+
+def signature_inputs(graph: GraphSpec, batch: int = 1, points: int = spec.DECODER_FIXED_POINTS,
+                     seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded sample inputs of one fixed-shape signature, by spec name."""
+    args = dummy_inputs(graph, seed=seed, batch=batch, num_points=points)
+    return dict(zip(graph.input_names, args))
+
+
+def _weights_digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def convert(module: torch.nn.Module, graph: GraphSpec, out_path: Path, batches: tuple[int, ...] = (1,),
+            points: int = spec.DECODER_FIXED_POINTS, cache_dir: Path | None = None) -> Path:
+    """Convert `module` (forward takes graph.inputs in order) to an fp32 .tflite at `out_path`, one signature per
+    batch size (the first is `serving_default`), and check it against PyTorch."""
+    import litert_torch
+
+    module = module.eval()
+    key = None
+    if cache_dir is not None:
+        ident = f"{graph.name}|{batches}|{points}|{_md.version('litert-torch')}|{spec.SPEC_VERSION}|"
+        key = hashlib.sha256((ident + _weights_digest(module)).encode()).hexdigest()[:24]
+        cached = Path(cache_dir) / f"{graph.name}-{key}.tflite"
+        if cached.exists():
+            shutil.copyfile(cached, out_path)
+            return out_path
+    named = _Named(module, graph)
+    try:
+        with warnings.catch_warnings(), _quiet_converter():
+            warnings.simplefilter("ignore")
+            converter = None
+            for b in batches:
+                name = DEFAULT_SIGNATURE if b == batches[0] else f"batch_{b}"
+                sample = signature_inputs(graph, b, points)
+                converter = (litert_torch.signature(name, named, sample_kwargs=sample) if converter is None
+                             else converter.signature(name, named, sample_kwargs=sample))
+            edge = converter.convert()
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            edge.export(str(out_path))
+    except PocketSamError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"litert-torch conversion of the {graph.name} failed: {first}") from e
+    _check_against_torch(module, graph, out_path, batches, points)
+    if key is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out_path, Path(cache_dir) / f"{graph.name}-{key}.tflite")
+    return out_path
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """litert-torch prints a rich task log, and its MLIR passes log from C++ to fd 2: pocketsam's progress bar is
+    the one shown. Failures still surface as the exception's message."""
+    from litert_torch import progress
+
+    was_quiet = progress.console.quiet
+    progress.console.quiet = True
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            sys.stderr.flush()
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+        progress.console.quiet = was_quiet
+
+
+def _check_against_torch(module: torch.nn.Module, graph: GraphSpec, path: Path, batches: tuple[int, ...],
+                         points: int) -> None:
+    """Run every signature through the runtime's LiteRT session on seeded inputs other than the trace's."""
+    session = open_litert(path, graph)
+    for b in batches:
+        feeds = signature_inputs(graph, b, points, seed=1)
+        with torch.inference_mode():
+            want = module(*feeds.values())
+        want = (want,) if isinstance(want, torch.Tensor) else want
+        got = session.run({k: v.numpy() for k, v in feeds.items()})
+        for name, w in zip(graph.output_names, want):
+            w, g = w.numpy(), got[name]
+            err = float(np.abs(w - g).max()) if w.shape == g.shape else float("inf")
+            if err > _CONVERSION_TOLERANCE * max(float(np.abs(w).max()), 1.0):
+                raise ExportError(f"{path.name}: output {name} (batch {b}) differs from PyTorch by {err:.3g} "
+                                  f"(shapes {w.shape} vs {g.shape})")
+
+
+def _options(job: ExportJob) -> tuple[int, int | None, Path | None]:
+    points = job.options.get("decoder_points") or spec.DECODER_FIXED_POINTS
+    batch = job.options.get("decoder_batch")
+    cache = job.options.get("cache_dir")
+    unknown = set(job.options) - {"decoder_points", "decoder_batch", "cache_dir"}
+    if unknown:
+        raise ExportError(f"tflite export has no option(s) {sorted(unknown)}")
+    if int(points) != points or points < 1:
+        raise ExportError(f"decoder_points must be a positive integer, got {points!r}")
+    if batch is not None and (int(batch) != batch or batch < 2):
+        raise ExportError(f"decoder_batch must be an integer >= 2 (batch 1 is always exported), got {batch!r}")
+    return int(points), (int(batch) if batch is not None else None), (Path(cache) if cache else None)
+
+
+def _calibration_feeds(part: str, job: ExportJob, fp32: dict[str, Path], points: int,
+                       batches: tuple[int, ...]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """{signature key: feeds} for the full-int8 recipe, from the job's real photos."""
+    encoder = open_litert(fp32["encoder"], spec.ENCODER)
+    if part == "encoder":
+        return {DEFAULT_SIGNATURE: encoder_calibration(job.calibration)}
+    # The decoder sees real embeddings and seeded prompts of every kind; the PyTorch decoder records them with
+    # their natural token count, padded here as the runtime pads them.
+    recorded = decoder_calibration(encoder, TorchSession(DecoderGraph(job.model), spec.DECODER), job.calibration,
+                                   seed=0)
+    padded = [_pad(f, points) for f in recorded]
+    out = {DEFAULT_SIGNATURE: padded}
+    for b in batches[1:]:
+        per_prompt = [n for n in spec.DECODER.input_names if n != "image_embeddings"]
+        groups = [padded[i:i + b] for i in range(0, len(padded) - b + 1, b)
+                  if all(np.array_equal(f["image_embeddings"], padded[i]["image_embeddings"])
+                         for f in padded[i:i + b])]
+        out[f"batch_{b}"] = [{"image_embeddings": g[0]["image_embeddings"],
+                              **{n: np.concatenate([f[n] for f in g]) for n in per_prompt}} for g in groups]
+    return out
+
+
+def _pad(feed: dict[str, np.ndarray], points: int) -> dict[str, np.ndarray]:
+    n = feed["point_labels"].shape[1]
+    if n > points:
+        raise ExportError(f"a calibration prompt has {n} points, more than --decoder-points {points}")
+    b, pad = feed["point_labels"].shape[0], points - n
+    return {**feed,
+            "point_coords": np.concatenate([feed["point_coords"], np.zeros((b, pad, 2), np.float32)], axis=1),
+            "point_labels": np.concatenate([feed["point_labels"], np.full((b, pad), spec.LABEL_PAD, np.float32)],
+                                           axis=1)}
+
+
+def export_tflite_parts(job: ExportJob) -> dict[str, dict[str, list]]:
+    """Write encoder.tflite and decoder.tflite into job.out_dir in their precisions; returns each part's input
+    shapes (the batch-1 signature's: all fixed)."""
+    points, batch, cache = _options(job)
+    batches = (1,) if batch is None else (1, batch)
+    graphs = {
+        "encoder": (EncoderGraph(job.model), spec.ENCODER, (1,)),
+        "decoder": (DecoderGraph(job.model), spec.DECODER, batches),
+    }
+    fp32: dict[str, Path] = {}
+    for part, (module, graph, part_batches) in graphs.items():
+        job.step(f"converting the {part} with litert-torch")
+        fp32[part] = convert(module, graph, job.out_dir / f"{part}.fp32.tflite", part_batches, points, cache)
+    for part, precision in job.precisions.items():
+        job.step(f"{part}: {precision}")
+        recipe = recipe_for(precision, part)
+        feeds = _calibration_feeds(part, job, fp32, points, graphs[part][2]) if recipe.calibrated else None
+        quantize_tflite(fp32[part], job.out_dir / f"{part}.tflite", recipe, feeds)
+    for path in fp32.values():
+        path.unlink()
+    shapes = {}
+    for part, (_, graph, _) in graphs.items():
+        shapes[part] = {t.name: list(t.concrete_shape(batch=1, num_points=points)) for t in graph.inputs}
+    return shapes

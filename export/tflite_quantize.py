@@ -1,0 +1,205 @@
+"""TFLite precisions and the ai-edge-quantizer recipes that make them from a converted fp32 .tflite.
+
+A recipe is data (a dataclass with a comment on every field); `quantize_tflite` is the one function that reads it.
+ai-edge-quantizer works on the .tflite flatbuffer itself (no torch, < 1 s for weight recipes); the full-integer
+recipe calibrates activation ranges by running the float model on real-image feeds, one feed list per signature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pocketsam.runtime.errors import PocketSamError
+
+
+class TflitePrecision(str, Enum):
+    """Precisions a TFLite part can be exported in (the names the CLI, manifests and parity table use)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"  # float16 weights, dequantized to float32 at load (XNNPACK) or run in fp16 by the GPU delegate
+    INT8_DYNAMIC = "int8-dynamic"  # dynamic-range: int8 weights, activations quantized on the fly per op
+    INT8 = "int8"  # full integer: int8 weights and activations, ranges calibrated on real images; float I/O
+
+
+# Op groups that the full-int8 recipe can keep in float, by the model op each stands for in the converted graph.
+# LayerNorm is decomposed by litert-torch into MEAN, SQUARED_DIFFERENCE, RSQRT, SUB, MUL, ADD; MEAN + RSQRT +
+# SQUARED_DIFFERENCE are the ops that only LayerNorm uses, so keeping those float keeps its statistics float.
+LAYERNORM_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT")
+SOFTMAX_OPS = ("SOFTMAX",)
+GELU_OPS = ("GELU",)
+UPSCALING_OPS = ("CONV_2D_TRANSPOSE",)  # TFLite TRANSPOSE_CONV: the final 4x mask upscaling (tflite-runtime: no int8 kernel)
+
+
+@dataclass(frozen=True)
+class TfliteRecipe:
+    """How one part is quantized for LiteRT."""
+
+    precision: TflitePrecision
+    # Needs calibration feeds (static activation ranges).
+    calibrated: bool = False
+    # TFLite op names kept entirely in float in the full-int8 recipe (QUANTIZE/DEQUANTIZE inserted around them).
+    float_ops: tuple[str, ...] = ()
+    # One weight scale per output channel (True) or per tensor: TinyViT's depthwise convs and the decoder's
+    # projections have channels whose ranges differ by 100x, which one per-tensor scale flattens to zero.
+    per_channel: bool = True
+    # Weighted op types that get int8 weights (None: every type the quantizer supports); the others stay float.
+    op_types: tuple[str, ...] | None = None
+    # Only weighted ops whose activation input has at least this many rows (tokens or pixels) are quantized: the
+    # per-pixel projections (4096 rows in the decoder, far more in the encoder) carry the FLOPs; the per-token ones
+    # (a handful of prompt tokens) cost nothing in float and carry the prompt (as the ONNX recipes' min_rows).
+    min_rows: int = 0
+
+    def aeq_recipe(self, model_path: Path | None = None) -> list[dict[str, Any]]:
+        """The ai-edge-quantizer recipe (a list of rules; later rules override earlier ones). `model_path` (the
+        fp32 .tflite) is needed when the recipe keeps ops float by their row count."""
+        from ai_edge_quantizer import recipe
+
+        granularity = "CHANNELWISE" if self.per_channel else "TENSORWISE"
+        if self.precision is TflitePrecision.FP16:
+            return [_rule("*", "float_casting", weight={"num_bits": 16, "dtype": "FLOAT", "symmetric": True,
+                                                         "granularity": "TENSORWISE"},
+                          compute="FLOAT", explicit_dequantize=True)]
+        if self.precision is TflitePrecision.INT8_DYNAMIC:
+            rules = recipe.dynamic_wi8_afp32()
+        elif self.precision is TflitePrecision.INT8:
+            rules = recipe.static_wi8_ai8()
+            # Float I/O: the runtime feeds every precision the same float32 arrays (and the image's 0..255 pixels
+            # would otherwise be requantized by the caller).
+            rules += [_no_quantize(op) for op in ("INPUT", "OUTPUT", *self.float_ops)]
+        else:
+            raise QuantizationError(f"no quantizer recipe for {self.precision.value}")
+        for r in rules:
+            if "weight_tensor_config" in r.get("op_config", {}):
+                r["op_config"]["weight_tensor_config"]["granularity"] = granularity
+        if self.op_types is not None:
+            rules += [_no_quantize(op) for op in WEIGHTED_OPS if op not in self.op_types]
+        if self.min_rows and model_path is not None:
+            # An op's scope is its output tensor names, each followed by ";" (ai-edge-quantizer's get_op_scope).
+            rules += [{**_no_quantize(op), "regex": "^" + re.escape(name) + ";"}
+                      for op, name in small_weighted_ops(model_path, self.min_rows)]
+        return rules
+
+
+WEIGHTED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
+# ai-edge-quantizer's name for TFLite's TRANSPOSE_CONV
+_AEQ_NAMES = {"TRANSPOSE_CONV": "CONV_2D_TRANSPOSE"}
+
+
+def small_weighted_ops(model_path: Path, min_rows: int) -> list[tuple[str, str]]:
+    """(ai-edge-quantizer op name, output tensor name) of the weighted ops with fewer than `min_rows` activation
+    rows: FULLY_CONNECTED rows are every leading axis of its input; a conv's rows are its output pixels."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(model_path).read_bytes()
+    model = schema.Model.GetRootAsModel(buf, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    small = []
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        for i in range(sg.OperatorsLength()):
+            op = sg.Operators(i)
+            oc = model.OperatorCodes(op.OpcodeIndex())
+            name = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "")
+            aeq = _AEQ_NAMES.get(name, name)
+            if aeq not in WEIGHTED_OPS or op.OutputsLength() < 1:
+                continue
+            out = sg.Tensors(op.Outputs(0))
+            shape = [int(d) for d in out.ShapeAsNumpy()] if out.ShapeLength() else []
+            rows = int(np.prod(shape[:-1])) if shape else 0  # FC: leading axes; NHWC conv: N*H*W
+            if rows < min_rows:
+                small.append((aeq, out.Name().decode()))
+    return small
+
+
+def _rule(op: str, algorithm: str, **config: Any) -> dict[str, Any]:
+    op_config: dict[str, Any] = {"compute_precision": config["compute"], "explicit_dequantize":
+                                 config.get("explicit_dequantize", False), "skip_checks": False,
+                                 "min_weight_elements": 0}
+    if "weight" in config:
+        op_config["weight_tensor_config"] = config["weight"]
+    return {"regex": ".*", "operation": op, "algorithm_key": algorithm, "op_config": op_config}
+
+
+def _no_quantize(op: str) -> dict[str, Any]:
+    return {"regex": ".*", "operation": op, "algorithm_key": "no_quantize"}
+
+
+_CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE")
+
+# Encoder recipes (and the decoder's, unless DECODER_RECIPES overrides them).
+TFLITE_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
+    TflitePrecision.FP32: TfliteRecipe(TflitePrecision.FP32),
+    TflitePrecision.FP16: TfliteRecipe(TflitePrecision.FP16),
+    # FULLY_CONNECTED only: with TinyViT's convs included (MBConv stages at 256x256 and 128x128) the embedding error
+    # rose from 2% to 20% of its range and the encoder-only mask IoU fell from 0.985 to 0.79 (docs/tflite.md).
+    TflitePrecision.INT8_DYNAMIC: TfliteRecipe(TflitePrecision.INT8_DYNAMIC, op_types=("FULLY_CONNECTED",)),
+    # Full integer with the sensitive ops kept float (see docs/tflite.md for the measured effect of each group).
+    TflitePrecision.INT8: TfliteRecipe(
+        TflitePrecision.INT8,
+        calibrated=True,
+        float_ops=(*LAYERNORM_OPS, *SOFTMAX_OPS, *GELU_OPS, *UPSCALING_OPS),
+        min_rows=1024,
+    ),
+}
+
+# The decoder's own recipes where they differ. Its int8 FULLY_CONNECTED layers (even the per-pixel ones) cost
+# 0.06 of decoder mask IoU on the synthetic weights (0.90 with all of them, 0.94 with min_rows=1024), its convs
+# 0.027 (0.973 alone): int8-dynamic quantizes the convs (mask downscaling and upscaling) only.
+DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
+    TflitePrecision.INT8_DYNAMIC: TfliteRecipe(TflitePrecision.INT8_DYNAMIC, op_types=_CONVS, min_rows=1024),
+}
+
+
+def recipe_for(precision: str | TflitePrecision, part: str) -> TfliteRecipe:
+    """The recipe of one part ("encoder" or "decoder") in one precision."""
+    p = TflitePrecision(precision)
+    return (DECODER_RECIPES.get(p) if part == "decoder" else None) or TFLITE_RECIPES[p]
+
+
+class QuantizationError(PocketSamError, RuntimeError):
+    """ai-edge-quantizer failed or was asked for something it cannot do."""
+
+
+def quantize_tflite(
+    fp32_path: Path,
+    out_path: Path,
+    recipe: TfliteRecipe,
+    calibration: dict[str, list[dict[str, np.ndarray]]] | None = None,
+) -> Path:
+    """Write `fp32_path` quantized by `recipe` to `out_path` (fp32 is a copy).
+
+    `calibration`: {signature key: [feed dict by the signature's input names]} for calibrated recipes.
+    """
+    if recipe.precision is TflitePrecision.FP32:
+        out_path.write_bytes(Path(fp32_path).read_bytes())
+        return out_path
+    if recipe.calibrated and not calibration:
+        raise QuantizationError(f"{recipe.precision.value} needs calibration images")
+    from ai_edge_quantizer import quantizer
+
+    quiet = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):  # its own bars and reports
+            q = quantizer.Quantizer(str(fp32_path), recipe.aeq_recipe(Path(fp32_path)))
+            result = None
+            if q.need_calibration:
+                result = q.calibrate(calibration, num_threads=os.cpu_count() or 1)
+            quantized = q.quantize(result, enable_progress_bar=False, enable_progress_report=False)
+            quantized.export_model(str(out_path), overwrite=True)
+    except PocketSamError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise QuantizationError(f"ai-edge-quantizer failed on {Path(fp32_path).name} ({recipe.precision.value}): "
+                                f"{first}") from e
+    return out_path
+

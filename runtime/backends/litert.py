@@ -1,0 +1,246 @@
+"""LiteRT backend (`pip install pocketsam[tflite]`): ai-edge-litert's Interpreter, or tflite-runtime as a fallback.
+
+Options:
+- `threads`: CPU threads (0 or None: the engine's default).
+- `xnnpack`: True (default) runs float and int8 kernels through the XNNPACK delegate the interpreter applies by
+  default; False uses the plain builtin kernels (slower; useful to rule XNNPACK out when numbers look wrong).
+- `delegates`: external delegates, each a path to a delegate `.so` (GPU, NNAPI, Hexagon, a vendor NPU) or a
+  `(path, {option: value})` pair, loaded with `load_delegate`. None ship for Linux x86; on a device, pass the
+  library the vendor provides. A delegate that cannot load is a one-line BackendError naming it.
+
+Fallback: when ai-edge-litert is not installed, `tflite_runtime.interpreter` is used with a warning. tflite-runtime
+stopped at 2.14 (2023): it needs numpy < 2, and it has no int8 TRANSPOSE_CONV kernel at the version the int8
+decoder's mask upscaling needs, so full-int8 decoders fail to load there (`LiteRTSession.engine` says which is in
+use).
+
+Names: litert-torch names a signature's inputs after the keyword arguments it was traced with, so pocketsam's
+files carry the spec's names already; files whose inputs are positional (`args_0`…, `output_0`…) are mapped by
+position. Every signature's shapes and dtypes are checked against the spec when the file is opened.
+
+Fixed shapes: LiteRT graphs have static shapes. The decoder's point count is fixed (`--decoder-points`); feeds with
+fewer points are padded here with (0, 0) points labelled -1 (what `Predictor` does), more is an error that names
+the export option. A decoder may hold a batched signature (`--decoder-batch N`): a batch of B prompts runs in
+ceil(B / N) calls of it, the last one padded by repeating its first prompt; a batch of 1 uses the batch-1 signature.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import BackendError, BundleError, InvalidPromptError, MissingEngineError
+from ..spec import LABEL_PAD, GraphSpec
+from ..tflite_ops import check_tflite_file
+
+FALLBACK_LIMITS = (
+    "tflite-runtime (2.14, the last release) needs numpy < 2 and cannot run int8 TRANSPOSE_CONV "
+    "(the full-int8 decoder); install ai-edge-litert: pip install 'pocketsam[tflite]'"
+)
+
+
+def _import_engine():
+    """(interpreter module, engine name)."""
+    try:
+        from ai_edge_litert import interpreter
+
+        return interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter  # type: ignore[import-not-found]
+    except ImportError:
+        raise MissingEngineError("the litert backend needs ai-edge-litert: pip install 'pocketsam[tflite]'") from None
+    except Exception as e:  # tflite-runtime built against numpy 1.x fails to import under numpy 2
+        raise MissingEngineError(
+            f"ai-edge-litert is not installed and tflite-runtime cannot load ({e}); {FALLBACK_LIMITS}"
+        ) from None
+    warnings.warn(f"using tflite-runtime because ai-edge-litert is not installed: {FALLBACK_LIMITS}", stacklevel=3)
+    return interpreter, "tflite-runtime"
+
+
+def _load_delegates(engine, delegates: Sequence[Any]) -> list:
+    loaded = []
+    for d in delegates:
+        path, opts = (d, None) if isinstance(d, (str, Path)) else (d[0], d[1])
+        try:
+            loaded.append(engine.load_delegate(str(path), opts))
+        except (ValueError, RuntimeError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BackendError(f"delegate {path} cannot be loaded on this machine ({first})") from None
+    return loaded
+
+
+def _dtype_name(dtype) -> str:
+    return np.dtype(dtype).name
+
+
+class _Signature:
+    """One signature runner with its name mapping and fixed shapes (keyed by spec names)."""
+
+    def __init__(self, runner, key: str, graph: GraphSpec, path: Path) -> None:
+        self.runner = runner
+        self.key = key
+        inputs = runner.get_input_details()
+        outputs = runner.get_output_details()
+        self.in_names = self._map(path, key, "inputs", list(inputs), graph.input_names, "args_")
+        self.out_names = self._map(path, key, "outputs", list(outputs), graph.output_names, "output_")
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for kind, details, mapping, specs in (
+            ("input", inputs, self.in_names, graph.inputs),
+            ("output", outputs, self.out_names, graph.outputs),
+        ):
+            for t in specs:
+                d = details[mapping[t.name]]
+                shape = tuple(int(x) for x in d["shape"])
+                dtype = _dtype_name(d["dtype"])
+                ok = len(shape) == len(t.shape) and all(isinstance(w, str) or w == g for w, g in zip(t.shape, shape))
+                if not ok or dtype != t.dtype:
+                    raise BundleError(
+                        f"{path}: signature {key!r} {kind} {t.name} is {list(shape)} {dtype}, but the {graph.name} "
+                        f"spec says {list(t.shape)} {t.dtype} (not a pocketsam graph, or another spec version)"
+                    )
+                self.shapes[t.name] = shape
+        # Batch of the decoder's prompt axes (1 for the encoder).
+        self.batch = self.shapes.get("point_labels", (1,))[0]
+
+    @staticmethod
+    def _map(path: Path, key: str, kind: str, got: list[str], want: list[str], positional: str) -> dict[str, str]:
+        """{spec name: the file's name}: identical names, or litert-torch's positional names in spec order."""
+        if sorted(got) == sorted(want):
+            return {n: n for n in want}
+        by_position = sorted((n for n in got if n.startswith(positional)), key=lambda n: int(n[len(positional):]))
+        if len(by_position) == len(got) == len(want):
+            return dict(zip(want, by_position))
+        raise BundleError(
+            f"{path}: signature {key!r} {kind} {sorted(got)} do not match the spec's {sorted(want)} "
+            "(not a pocketsam graph, or exported under another spec version)"
+        )
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.runner(**{self.in_names[n]: np.ascontiguousarray(a, dtype=np.float32) for n, a in feeds.items()})
+        return {n: out[f] for n, f in self.out_names.items()}
+
+
+class LiteRTSession:
+    """A Session over a .tflite file's signatures, presenting the spec's names and shapes."""
+
+    def __init__(self, interpreter, path: Path, graph: GraphSpec, engine: str, options: dict) -> None:
+        self._interpreter = interpreter
+        self.path = path
+        self.graph = graph
+        self.engine = engine
+        self.options = options
+        self.input_names = graph.input_names
+        self.output_names = graph.output_names
+        keys = list(interpreter.get_signature_list())
+        if not keys:
+            raise BundleError(f"{path}: the .tflite file has no signature (export it with pocketsam)")
+        sigs = [_Signature(interpreter.get_signature_runner(k), k, graph, path) for k in keys]
+        # One signature per batch size; the smallest first.
+        self._by_batch = {s.batch: s for s in sorted(sigs, key=lambda s: -s.batch)}
+        self.signatures = sorted(self._by_batch.values(), key=lambda s: s.batch)
+        self.points = self.signatures[0].shapes.get("point_labels", (None, None))[-1]
+
+    @property
+    def batches(self) -> list[int]:
+        return [s.batch for s in self.signatures]
+
+    def describe_io(self) -> list[tuple[str, str, list, str]]:
+        """(kind, name, shape, type) per input/output of every signature (the first one's names undecorated)."""
+        rows = []
+        for i, s in enumerate(self.signatures):
+            tag = "" if i == 0 else f"[{s.key}]"
+            for kind, names in (("input", self.input_names), ("output", self.output_names)):
+                rows.extend((kind, f"{n}{tag}", list(s.shapes[n]), "float32") for n in names)
+        return rows
+
+    def operators(self):
+        """The file's operators, per `pocketsam.runtime.tflite_ops.read_tflite`."""
+        from ..tflite_ops import read_tflite
+
+        return read_tflite(self.path)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise InvalidPromptError(f"{self.path.name}: missing input(s) {missing}")
+        feeds = {n: np.asarray(feeds[n], dtype=np.float32) for n in self.input_names}
+        if self.points is not None:
+            feeds = self._pad_points(feeds)
+            return self._run_batched(feeds)
+        return self._run_one(self.signatures[0], feeds)
+
+    def _run_one(self, sig: _Signature, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for n, a in feeds.items():
+            if a.shape != sig.shapes[n]:
+                raise InvalidPromptError(
+                    f"{self.path.name}: input {n} has shape {list(a.shape)}, this LiteRT graph takes "
+                    f"{list(sig.shapes[n])} (LiteRT graphs have fixed shapes)"
+                )
+        return {n: np.array(v) for n, v in sig(feeds).items()}
+
+    def _pad_points(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        coords, labels = feeds["point_coords"], feeds["point_labels"]
+        n = labels.shape[-1]
+        if n > self.points:
+            raise InvalidPromptError(
+                f"this prompt needs {n} decoder points but {self.path.name} takes {self.points}: re-export with "
+                f"--decoder-points {n} (or more), or give fewer points"
+            )
+        if n < self.points:
+            b, pad = labels.shape[0], self.points - n
+            feeds = dict(feeds)
+            feeds["point_coords"] = np.concatenate([coords, np.zeros((b, pad, 2), np.float32)], axis=1)
+            feeds["point_labels"] = np.concatenate([labels, np.full((b, pad), LABEL_PAD, np.float32)], axis=1)
+        return feeds
+
+    def _run_batched(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = feeds["point_labels"].shape[0]
+        if batch in self._by_batch:
+            return self._run_one(self._by_batch[batch], feeds)
+        sig = self.signatures[-1]  # the largest batch: chunks of it, the last padded
+        per_prompt = [n for n in self.input_names if n != "image_embeddings"]
+        outs: list[dict[str, np.ndarray]] = []
+        for start in range(0, batch, sig.batch):
+            stop = min(start + sig.batch, batch)
+            if stop - start in self._by_batch:
+                chunk_sig, pad = self._by_batch[stop - start], 0
+            else:
+                chunk_sig, pad = sig, sig.batch - (stop - start)
+            chunk = dict(feeds)
+            for n in per_prompt:
+                part = feeds[n][start:stop]
+                chunk[n] = np.concatenate([part, np.repeat(part[:1], pad, axis=0)]) if pad else part
+            res = self._run_one(chunk_sig, chunk)
+            outs.append({k: v[: stop - start] for k, v in res.items()})
+        return {k: np.concatenate([o[k] for o in outs]) for k in self.output_names}
+
+
+def open_session(
+    path: Path,
+    graph: GraphSpec,
+    threads: int | None = None,
+    xnnpack: bool = True,
+    delegates: Sequence[Any] = (),
+) -> LiteRTSession:
+    """Load a .tflite file and check every signature's I/O against `graph`."""
+    path = Path(path)
+    check_tflite_file(path)
+    engine, engine_name = _import_engine()
+    loaded = _load_delegates(engine, delegates or ())
+    kwargs: dict[str, Any] = {"model_path": str(path), "experimental_delegates": loaded or None}
+    if threads:
+        kwargs["num_threads"] = int(threads)
+    if not xnnpack:
+        kwargs["experimental_op_resolver_type"] = engine.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interpreter = engine.Interpreter(**kwargs)
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = f"; {FALLBACK_LIMITS}" if engine_name == "tflite-runtime" else ""
+        raise BundleError(f"{path}: {engine_name} cannot load this model ({first}){hint}") from None
+    options = {"threads": threads, "xnnpack": xnnpack, "delegates": [str(d) for d in delegates or ()]}
+    return LiteRTSession(interpreter, path, graph, engine_name, options)
