@@ -176,15 +176,22 @@ def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: 
     """{contender: verify rows} against the torch reference on `image`, or against each bundle's own probe."""
     parity: dict[str, list[dict]] = {}
     notes: dict[str, str] = {}
-    probe = None
-    if reference == "torch" and ref is not None:
+    probes: dict[int | None, dict] = {}  # torch references, by the decoder's fixed point count
+
+    def torch_probe(points: int | None) -> dict:
+        # A fixed-shape decoder pads every prompt; the reference gets the same padding, so parity measures the
+        # conversion, not the padding (as the probe recorded at export does).
         from pocketsam.runtime.verify import record_reference
 
-        probe = record_reference(image, ref.encoder, ref.decoder)
+        if points not in probes:
+            probes[points] = record_reference(image, ref.encoder, ref.decoder, decoder_points=points)
+        return probes[points]
+
     for c in contenders:
         if c is ref or reference not in ("torch", "probe"):
             continue
-        recorded = probe
+        if reference == "torch" and ref is not None:
+            recorded = torch_probe(c.bundle.decoder_points if c.bundle else None)
         if reference == "probe":
             try:
                 if c.bundle is None:

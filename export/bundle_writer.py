@@ -46,7 +46,8 @@ class ExportResult:
 def tool_versions() -> dict[str, str]:
     """Versions of the tools that shaped an artifact (recorded in every manifest and benchmark row)."""
     out = {"python": platform.python_version()}
-    for dist in ("pocketsam", "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "ai-edge-litert", "coremltools"):
+    for dist in ("pocketsam", "torch", "numpy", "onnx", "onnxruntime", "onnxsim", "ai-edge-litert", "litert-torch",
+                 "ai-edge-quantizer", "coremltools"):
         try:
             out[dist] = _md.version(dist)
         except _md.PackageNotFoundError:

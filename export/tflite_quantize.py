@@ -8,6 +8,7 @@ recipe calibrates activation ranges by running the float model on real-image fee
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import re
@@ -36,7 +37,8 @@ class TflitePrecision(str, Enum):
 LAYERNORM_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT")
 SOFTMAX_OPS = ("SOFTMAX",)
 GELU_OPS = ("GELU",)
-UPSCALING_OPS = ("CONV_2D_TRANSPOSE",)  # TFLite TRANSPOSE_CONV: the final 4x mask upscaling (tflite-runtime: no int8 kernel)
+# TFLite TRANSPOSE_CONV: the final 4x mask upscaling (tflite-runtime has no int8 kernel for it)
+UPSCALING_OPS = ("CONV_2D_TRANSPOSE",)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,14 @@ class TfliteRecipe:
     # Only weighted ops whose activation input has at least this many rows (tokens or pixels) are quantized: the
     # per-pixel projections (4096 rows in the decoder, far more in the encoder) carry the FLOPs; the per-token ones
     # (a handful of prompt tokens) cost nothing in float and carry the prompt (as the ONNX recipes' min_rows).
+    # In the full-int8 recipe the rule covers every op, weighted or not (the decoder's whole token path).
     min_rows: int = 0
+    # Full int8 only: the op types that get int8 activations (None: every op the quantizer supports, minus
+    # float_ops and float_scopes). The others stay float, with QUANTIZE/DEQUANTIZE around the int8 islands.
+    int8_ops: tuple[str, ...] | None = None
+    # Full int8 only: regular expressions searched in each op's scope (its output tensor names, which litert-torch
+    # derives from the PyTorch module path); matching ops stay float whatever their type.
+    float_scopes: tuple[str, ...] = ()
 
     def aeq_recipe(self, model_path: Path | None = None) -> list[dict[str, Any]]:
         """The ai-edge-quantizer recipe (a list of rules; later rules override earlier ones). `model_path` (the
@@ -71,10 +80,13 @@ class TfliteRecipe:
         if self.precision is TflitePrecision.INT8_DYNAMIC:
             rules = recipe.dynamic_wi8_afp32()
         elif self.precision is TflitePrecision.INT8:
-            rules = recipe.static_wi8_ai8()
+            (static,) = recipe.static_wi8_ai8()
+            rules = ([static] if self.int8_ops is None else [{**copy.deepcopy(static), "operation": op}
+                                                             for op in self.int8_ops])
             # Float I/O: the runtime feeds every precision the same float32 arrays (and the image's 0..255 pixels
             # would otherwise be requantized by the caller).
             rules += [_no_quantize(op) for op in ("INPUT", "OUTPUT", *self.float_ops)]
+            rules += [{**_no_quantize("*"), "regex": f".*(?:{scope}).*"} for scope in self.float_scopes]
         else:
             raise QuantizationError(f"no quantizer recipe for {self.precision.value}")
         for r in rules:
@@ -84,8 +96,9 @@ class TfliteRecipe:
             rules += [_no_quantize(op) for op in WEIGHTED_OPS if op not in self.op_types]
         if self.min_rows and model_path is not None:
             # An op's scope is its output tensor names, each followed by ";" (ai-edge-quantizer's get_op_scope).
+            every_op = self.precision is TflitePrecision.INT8
             rules += [{**_no_quantize(op), "regex": "^" + re.escape(name) + ";"}
-                      for op, name in small_weighted_ops(model_path, self.min_rows)]
+                      for op, name in small_weighted_ops(model_path, self.min_rows, every_op)]
         return rules
 
 
@@ -94,10 +107,12 @@ WEIGHTED_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRAN
 _AEQ_NAMES = {"TRANSPOSE_CONV": "CONV_2D_TRANSPOSE"}
 
 
-def small_weighted_ops(model_path: Path, min_rows: int) -> list[tuple[str, str]]:
-    """(ai-edge-quantizer op name, output tensor name) of the weighted ops with fewer than `min_rows` activation
-    rows: FULLY_CONNECTED rows are every leading axis of its input; a conv's rows are its output pixels."""
+def small_weighted_ops(model_path: Path, min_rows: int, every_op: bool = False) -> list[tuple[str, str]]:
+    """(ai-edge-quantizer op name, output tensor name) of the weighted ops (`every_op`: of every op the quantizer
+    knows) with fewer than `min_rows` activation rows: the product of the output's leading axes (FULLY_CONNECTED:
+    tokens; NHWC conv: output pixels)."""
     from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils.tfl_flatbuffer_utils import TFL_OP_CODE_TO_NAME
 
     buf = Path(model_path).read_bytes()
     model = schema.Model.GetRootAsModel(buf, 0)
@@ -108,13 +123,19 @@ def small_weighted_ops(model_path: Path, min_rows: int) -> list[tuple[str, str]]
         for i in range(sg.OperatorsLength()):
             op = sg.Operators(i)
             oc = model.OperatorCodes(op.OpcodeIndex())
-            name = names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "")
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            name = names.get(code, "")
             aeq = _AEQ_NAMES.get(name, name)
-            if aeq not in WEIGHTED_OPS or op.OutputsLength() < 1:
+            if every_op and code in TFL_OP_CODE_TO_NAME:
+                aeq = str(TFL_OP_CODE_TO_NAME[code].value)
+            elif aeq not in WEIGHTED_OPS:
+                continue
+            if op.OutputsLength() < 1:
                 continue
             out = sg.Tensors(op.Outputs(0))
             shape = [int(d) for d in out.ShapeAsNumpy()] if out.ShapeLength() else []
-            rows = int(np.prod(shape[:-1])) if shape else 0  # FC: leading axes; NHWC conv: N*H*W
+            # FC: leading axes; NHWC conv: N*H*W; a 1-D tensor (a per-token statistic) counts its length
+            rows = int(np.prod(shape[:-1])) if len(shape) > 1 else (shape[0] if shape else 0)
             if rows < min_rows:
                 small.append((aeq, out.Name().decode()))
     return small
@@ -142,12 +163,15 @@ TFLITE_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
     # FULLY_CONNECTED only: with TinyViT's convs included (MBConv stages at 256x256 and 128x128) the embedding error
     # rose from 2% to 20% of its range and the encoder-only mask IoU fell from 0.985 to 0.79 (docs/tflite.md).
     TflitePrecision.INT8_DYNAMIC: TfliteRecipe(TflitePrecision.INT8_DYNAMIC, op_types=("FULLY_CONNECTED",)),
-    # Full integer with the sensitive ops kept float (see docs/tflite.md for the measured effect of each group).
+    # Full integer: int8 weights (per channel) and int8 activations (per tensor, min/max calibrated on real photos).
+    # Encoder: FULLY_CONNECTED and BATCH_MATMUL only. The per-layer study (docs/tflite.md) found two culprits:
+    # TinyViT's convs (MBConv stages, local depthwise convs: conv-only int8 gave e2e 0.77) and the int8 residual
+    # stream that LayerNorm normalizes (per-tensor int8 rounding of windows whose variance is near 0 is blown up by
+    # 1/sigma; all-int8 with convs, LayerNorm and residual ADDs float still gave 0.90). FC + BATCH_MATMUL: 0.99.
     TflitePrecision.INT8: TfliteRecipe(
         TflitePrecision.INT8,
         calibrated=True,
-        float_ops=(*LAYERNORM_OPS, *SOFTMAX_OPS, *GELU_OPS, *UPSCALING_OPS),
-        min_rows=1024,
+        int8_ops=("FULLY_CONNECTED", "BATCH_MATMUL"),
     ),
 }
 
@@ -156,6 +180,20 @@ TFLITE_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
 # 0.027 (0.973 alone): int8-dynamic quantizes the convs (mask downscaling and upscaling) only.
 DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
     TflitePrecision.INT8_DYNAMIC: TfliteRecipe(TflitePrecision.INT8_DYNAMIC, op_types=_CONVS, min_rows=1024),
+    # Full integer on the image side (4096-row FULLY_CONNECTED, BATCH_MATMUL, the elementwise ops, the mask
+    # downscaling convs) with four float islands, each found by the per-layer study (docs/tflite.md):
+    # - the prompt encoding (top-level ops of the graph): int8 point labels cannot hold the box-corner labels 2 and
+    #   3 (the EQUAL constants quantized to 1.0), so box prompts lost their corner embeddings (decoder IoU 0.54);
+    # - every op with < 1024 rows: the token path (prompt tokens, IoU/mask tokens, hypernetwork MLPs);
+    # - LayerNorm entirely (not only its statistics) and LayerNorm2d; Softmax, GELU, TRANSPOSE_CONV as before;
+    # - the mask-input branch (mask_downscaling): calibration prompts never pass a mask, so its ranges are unknown.
+    TflitePrecision.INT8: TfliteRecipe(
+        TflitePrecision.INT8,
+        calibrated=True,
+        float_ops=(*LAYERNORM_OPS, *SOFTMAX_OPS, *GELU_OPS, *UPSCALING_OPS),
+        float_scopes=(r"DecoderGraph_module;\d+;", "LayerNorm", "mask_downscaling"),
+        min_rows=1024,
+    ),
 }
 
 
@@ -192,7 +230,7 @@ def quantize_tflite(
             q = quantizer.Quantizer(str(fp32_path), recipe.aeq_recipe(Path(fp32_path)))
             result = None
             if q.need_calibration:
-                result = q.calibrate(calibration, num_threads=os.cpu_count() or 1)
+                result = _calibrate(q, Path(fp32_path), calibration)
             quantized = q.quantize(result, enable_progress_bar=False, enable_progress_report=False)
             quantized.export_model(str(out_path), overwrite=True)
     except PocketSamError:
@@ -203,3 +241,34 @@ def quantize_tflite(
                                 f"{first}") from e
     return out_path
 
+
+
+def _calibrate(q: Any, fp32_path: Path, calibration: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
+    """Activation min/max per tensor, tracked in C++ by the interpreter's profiler (ai-edge-quantizer's
+    CALIBRATION_PROFILER_BASED mode): ~15 s for the vit_t encoder on 7 photos, where the default mode (every tensor
+    kept, then read op by op in Python) took ~8 min. The profiler reports every statistic as a scalar, where the
+    quantizer expects one value per axis of the tensor (keepdims) for per-tensor ranges: reshaped here."""
+    from ai_edge_quantizer.calibrator import CalibrationMode
+
+    result = q.calibrate(calibration, num_threads=os.cpu_count() or 1, mode=CalibrationMode.CALIBRATION_PROFILER_BASED)
+    ranks = _tensor_ranks(fp32_path)
+    for name, qsv in result.items():
+        rank = ranks.get(name)
+        for key in ("min", "max"):
+            if key in qsv and rank is not None and np.ndim(qsv[key]) != rank and np.size(qsv[key]) == 1:
+                qsv[key] = np.reshape(qsv[key], (1,) * rank)
+    return result
+
+
+def _tensor_ranks(model_path: Path) -> dict[str, int]:
+    """{tensor name: rank} over every subgraph of a .tflite."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(Path(model_path).read_bytes(), 0)
+    ranks = {}
+    for s in range(model.SubgraphsLength()):
+        sg = model.Subgraphs(s)
+        for i in range(sg.TensorsLength()):
+            t = sg.Tensors(i)
+            ranks[t.Name().decode()] = t.ShapeLength()
+    return ranks

@@ -43,4 +43,6 @@ def torch_references(
     model = model_for_bundle(bundle, checkpoint)
     encoder, decoder = reference_sessions(model)
     images = images or [(PROBE_PHOTO, sample_photo(PROBE_PHOTO))]
-    return [(label, record_reference(image, encoder, decoder)) for label, image in images]
+    # A fixed-shape decoder (TFLite) pads prompts: the reference is padded the same way, as the export-time probe is.
+    return [(label, record_reference(image, encoder, decoder, decoder_points=bundle.decoder_points))
+            for label, image in images]

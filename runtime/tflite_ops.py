@@ -21,6 +21,7 @@ from pathlib import Path
 from .errors import BundleError, MissingEngineError
 
 _IDENTIFIER = b"TFL3"  # bytes 4..8 of every TFLite flatbuffer
+METADATA_PREFIX = "pocketsam."  # names of the metadata entries pocketsam stamps at export
 
 
 def _schema():
@@ -104,6 +105,8 @@ class TfliteInfo:
     version: int
     signatures: dict[str, dict[str, list[str]]]  # signature key -> {"inputs": [...], "outputs": [...]}
     subgraphs: list[SubgraphInfo]
+    # The model's metadata entries whose name starts with "pocketsam." (weights id, spec version, part), as text.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def op_counts(self) -> Counter:
         """Operators over every subgraph (a batched decoder variant counts its ops again)."""
@@ -145,8 +148,9 @@ def check_tflite_file(path: Path) -> bytes:
         raise BundleError(f"{path}: cannot read ({e.strerror})") from None
     if len(buf) < 8 or buf[4:8] != _IDENTIFIER:
         raise BundleError(f"{path}: not a TFLite model (no TFL3 flatbuffer identifier; corrupt or another format)")
+    schema = _schema()  # outside the try: a missing reader is a MissingEngineError naming the extra, not "corrupt"
     try:
-        _parse(path, buf, _schema())
+        _parse(path, buf, schema)
     except BundleError:
         raise
     except Exception as e:  # flatbuffers raises struct/IndexError when an offset points past the end
@@ -231,7 +235,22 @@ def _parse(path: Path, buf: bytes, schema) -> TfliteInfo:
             "inputs": [sd.Inputs(i).Name().decode() for i in range(sd.InputsLength())],
             "outputs": [sd.Outputs(i).Name().decode() for i in range(sd.OutputsLength())],
         }
-    return TfliteInfo(Path(path), model.Version(), signatures, subgraphs)
+    return TfliteInfo(Path(path), model.Version(), signatures, subgraphs, _pocketsam_metadata(model, buf))
+
+
+def _pocketsam_metadata(model, buf: bytes) -> dict[str, str]:
+    """{name: text} of the model's `pocketsam.*` metadata entries (each a name and a buffer holding UTF-8)."""
+    out = {}
+    for i in range(model.MetadataLength()):
+        md = model.Metadata(i)
+        name = md.Name().decode() if md.Name() else ""
+        if not name.startswith(METADATA_PREFIX) or md.Buffer() >= model.BuffersLength():
+            continue
+        b = model.Buffers(md.Buffer())
+        raw = (b.DataAsNumpy().tobytes() if b.DataLength() else
+               buf[b.Offset():b.Offset() + b.Size()] if b.Offset() > 1 else b"")
+        out[name] = raw.decode("utf-8", "replace")
+    return out
 
 
 def read_tflite(path: Path) -> TfliteInfo:
