@@ -11,50 +11,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pocketsam.runtime.loading import open_bundle
-from pocketsam.runtime.parity import PARITY_TABLE, checks_for
-from pocketsam.runtime.verify import compare, judge, record_reference
+from _parity import PHOTOS, assert_row, measure, row_id, table_rows
+from pocketsam.runtime.parity import checks_for
+from pocketsam.runtime.verify import judge, record_reference
 
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
-ROWS = [(part, prec, c) for (fmt, part, prec), checks in PARITY_TABLE.items()
-        if fmt in ("*", "onnx") and prec in PRECISIONS for c in checks]
-
-
-def _row_id(row) -> str:
-    part, prec, check = row
-    return f"{part}-{prec}-{check.metric}"
+ROWS = table_rows("onnx", PRECISIONS)
 
 
 @pytest.fixture(scope="module")
 def measured(vit_t_bundles, vit_t_model):
-    """{precision: {reference label: metrics}} for every exported precision, on two real photos."""
-    from pocketsam.export.calibration import sample_photo
-    from pocketsam.export.reference import reference_sessions
-
-    ref_enc, ref_dec = reference_sessions(vit_t_model)
-    second = record_reference(sample_photo("astronaut"), ref_enc, ref_dec)
-    out = {}
-    for precision, path in vit_t_bundles.items():
-        bundle, enc, dec = open_bundle(path)
-        assert bundle.format == "onnx"
-        out[precision] = {
-            "probe": compare(bundle.load_probe(), enc, dec),
-            "astronaut": compare(second, enc, dec),
-        }
-    return out
+    """{precision: {photo: metrics}} for every exported precision, on two real photos."""
+    return measure(vit_t_bundles, vit_t_model, "onnx")
 
 
-@pytest.mark.parametrize("row", ROWS, ids=_row_id)
-@pytest.mark.parametrize("photo", ["probe", "astronaut"])
+@pytest.mark.parametrize("row", ROWS, ids=row_id)
+@pytest.mark.parametrize("photo", PHOTOS)
 def test_parity_row(row, photo, measured):
-    part, precision, check = row
-    metrics = measured[precision][photo][part]
-    value = metrics[check.metric]
-    context = ", ".join(f"{k}={v:.6g}" for k, v in metrics.items())
-    assert check.passes(value), (
-        f"{part} {precision} on {photo}: {check.metric} = {value:.6g}, tolerance {check.op} {check.bound} "
-        f"({check.reason}); all metrics: {context}"
-    )
+    assert_row("onnx", row, photo, measured)
 
 
 def test_every_precision_has_rows():

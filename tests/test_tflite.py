@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from _parity import PHOTOS, assert_row, measure, row_id, table_rows
 from _bundles import (  # noqa: F401  (pytest fixtures)
     TFLITE_PRECISIONS,
     TFLITE_TINY_BATCH,
@@ -23,20 +24,13 @@ from _bundles import (  # noqa: F401  (pytest fixtures)
 from pocketsam.runtime import spec
 from pocketsam.runtime.errors import BackendError, BundleError, InvalidPromptError, MissingEngineError
 from pocketsam.runtime.loading import open_bundle
-from pocketsam.runtime.parity import PARITY_TABLE, checks_for
+from pocketsam.runtime.bundle import load_bundle
+from pocketsam.runtime.parity import checks_for
 from pocketsam.runtime.predictor import Predictor
-from pocketsam.runtime.verify import compare, record_reference
 
 pytest.importorskip("ai_edge_litert")
 
-ROWS = [(part, prec, c) for (fmt, part, prec), checks in PARITY_TABLE.items()
-        if fmt in ("*", "tflite") and prec in TFLITE_PRECISIONS and checks_for(part, prec, "tflite") == checks
-        for c in checks]
-
-
-def _row_id(row) -> str:
-    part, prec, check = row
-    return f"{part}-{prec}-{check.metric}"
+ROWS = table_rows("tflite", TFLITE_PRECISIONS)
 
 
 # --- parity (vit_t) -------------------------------------------------------------------------------------------
@@ -45,35 +39,15 @@ def _row_id(row) -> str:
 @pytest.fixture(scope="module")
 def measured(vit_t_tflite_bundles, vit_t_model):
     """{precision: {photo: metrics}} for every TFLite precision, on the probe and a second photo."""
-    from pocketsam.export.calibration import sample_photo
-    from pocketsam.export.reference import reference_sessions
-
-    out = {}
-    second = None
-    for precision, path in vit_t_tflite_bundles.items():
-        bundle, enc, dec = open_bundle(path)
-        assert bundle.format == "tflite" and bundle.decoder_points == spec.DECODER_FIXED_POINTS
-        if second is None:
-            second = record_reference(sample_photo("astronaut"), *reference_sessions(vit_t_model),
-                                      decoder_points=bundle.decoder_points)
-        out[precision] = {
-            "probe": compare(bundle.load_probe(), enc, dec, bundle.decoder_points),
-            "astronaut": compare(second, enc, dec, bundle.decoder_points),
-        }
-    return out
+    for path in vit_t_tflite_bundles.values():
+        assert load_bundle(path).decoder_points == spec.DECODER_FIXED_POINTS
+    return measure(vit_t_tflite_bundles, vit_t_model, "tflite")
 
 
-@pytest.mark.parametrize("row", ROWS, ids=_row_id)
-@pytest.mark.parametrize("photo", ["probe", "astronaut"])
+@pytest.mark.parametrize("row", ROWS, ids=row_id)
+@pytest.mark.parametrize("photo", PHOTOS)
 def test_tflite_parity_row(row, photo, measured):
-    part, precision, check = row
-    metrics = measured[precision][photo][part]
-    value = metrics[check.metric]
-    context = ", ".join(f"{k}={v:.6g}" for k, v in metrics.items())
-    assert check.passes(value), (
-        f"tflite {part} {precision} on {photo}: {check.metric} = {value:.6g}, tolerance {check.op} {check.bound} "
-        f"({check.reason}); all metrics: {context}"
-    )
+    assert_row("tflite", row, photo, measured)
 
 
 def test_every_tflite_precision_is_judged():
