@@ -13,7 +13,7 @@ import numpy as np
 from pocketsam.runtime.errors import InvalidImageError
 from pocketsam.runtime.image import load_image
 from pocketsam.runtime.predictor import Predictor
-from pocketsam.runtime.session import Session
+from pocketsam.runtime.session import RecordingSession, Session
 from pocketsam.runtime.transforms import preprocess
 
 # scikit-image ships these colour photos inside its wheel (no download). Ordered so the first few already span
@@ -47,23 +47,10 @@ def calibration_images(directory: Path | None = None, limit: int = 8) -> Iterato
         yield load_image(path)
 
 
-class RecordingDecoder:
-    """Forwards to a decoder Session and keeps every feed: the Predictor builds decoder calibration data for us."""
-
-    def __init__(self, inner: Session) -> None:
-        self.inner = inner
-        self.input_names, self.output_names = inner.input_names, inner.output_names
-        self.feeds: list[dict[str, np.ndarray]] = []
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.feeds.append({k: np.array(v) for k, v in feeds.items()})
-        return self.inner.run(feeds)
-
-
 def decoder_calibration(encoder: Session, decoder: Session, images: Iterable[np.ndarray], seed: int) -> list[dict]:
     """Decoder feeds on real embeddings with seeded prompts of every kind (clicks, boxes, box + click)."""
     rng = np.random.default_rng(seed)
-    recorder = RecordingDecoder(decoder)
+    recorder = RecordingSession(decoder)
     predictor = Predictor(encoder, recorder)
     for image in images:
         predictor.set_image(image)

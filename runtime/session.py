@@ -21,3 +21,20 @@ class Session(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the graph once. Arrays are float32 with the shapes of `pocketsam.runtime.spec`."""
         ...
+
+
+class RecordingSession:
+    """Forwards to a Session and keeps a copy of every feed it runs on.
+
+    Wrapped around a decoder, it lets the `Predictor` build exactly the feeds a real prompt produces (decoder
+    calibration data, the benchmark's decoder-only case) instead of a second copy of the prompt encoding.
+    """
+
+    def __init__(self, inner: Session) -> None:
+        self.inner = inner
+        self.input_names, self.output_names = inner.input_names, inner.output_names
+        self.feeds: list[dict[str, np.ndarray]] = []
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.feeds.append({k: np.array(v) for k, v in feeds.items()})
+        return self.inner.run(feeds)
