@@ -184,6 +184,7 @@ def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: 
     for c in contenders:
         if c is ref or reference not in ("torch", "probe"):
             continue
+        recorded = None
         if reference == "torch" and ref is not None:
             recorded = torch_probe(c.bundle.decoder_points if c.bundle else None)
         if reference == "probe":
@@ -194,6 +195,9 @@ def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: 
             except BundleError as e:
                 notes[c.name] = f"no parity: {e}"
                 continue
+        if recorded is None:  # "torch" asked for, but no reference contender ran
+            notes[c.name] = "no parity: no PyTorch reference in this run"
+            continue
         points, fmt = (c.bundle.decoder_points, c.bundle.format) if c.bundle else (None, "*")
         rows = judge(compare(recorded, c.encoder, c.decoder, points), c.precision["encoder"],
                      c.precision["decoder"], fmt)
