@@ -48,6 +48,13 @@ class Stats:
         return asdict(self)
 
 
+# Pause before every timed call. Engines keep their worker threads spinning for a while after a call returns
+# (onnxruntime's intra-op pool, XNNPACK's pthreadpool, torch's OpenMP team); back to back, the next contender then
+# shares the cores with those spinners. Measured here (2 cores, ORT decoder then eager decoder, medians of 8):
+# no pause ORT 137 ms / eager 161 ms, 10 ms 117 / 152, 50 ms 72 / 111, 200 ms 62 / 103, and alone 66 / 104.
+SETTLE_S = 0.2
+
+
 def interleaved(
     cases: dict[str, Callable[[], object]],
     warmup: int,
@@ -55,11 +62,15 @@ def interleaved(
     on_step: Callable[[], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     memory: "MemoryProbe | None" = None,
+    settle_s: float = SETTLE_S,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, list[float]]:
     """Time every case `runs` times, in the order A B C A B C …, after `warmup` untimed rounds of each.
 
-    Returns seconds per run, per case. `on_step` is called after every single call (progress bars). `memory`, if
-    given, is told before and after every timed call (outside the timed interval) which case ran.
+    Every timed call is preceded by an untimed pause of `settle_s` seconds, so the previous case's spinning
+    worker threads are asleep (see SETTLE_S). Returns seconds per run, per case. `on_step` is called after every
+    single call (progress bars). `memory`, if given, is told before and after every timed call (outside the timed
+    interval) which case ran.
     """
     if runs < 1 or warmup < 0:
         raise ValueError("runs must be >= 1 and warmup >= 0")
@@ -71,6 +82,8 @@ def interleaved(
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
         for name, fn in cases.items():
+            if settle_s > 0:
+                sleep(settle_s)
             if memory is not None:
                 memory.before()
             t0 = clock()

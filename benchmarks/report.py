@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from .harness import SETTLE_S
 from .schema import MEMORY_KINDS, document, rows_of
 
 
@@ -131,7 +132,8 @@ def method_note(rows: list[dict], runs: int | None = None, warmup: int | None = 
         f"Threads: {', '.join('engine default' if t is None else str(t) for t in threads)}. "
         + (f"{warmup} warm-up rounds, then " if warmup is not None else "")
         + f"{runs} timed runs of every case, interleaved (A B C A B C …) in one process so every contender sees the "
-        "same machine; median, p90, min and max in milliseconds. Speed-up = the PyTorch fp32 reference's median / "
+        f"same machine, each timed call after a {SETTLE_S:g} s pause that lets the previous engine's spinning "
+        "threads go to sleep; median, p90, min and max in milliseconds. Speed-up = the PyTorch fp32 reference's median / "
         "the row's median, both measured in the same run (empty where no torch reference ran: never estimated). "
         "Parity: `pocketsam verify`'s metrics for the row's part (prompt rows: the decoder's), against the reference "
         "named in the row.\n"

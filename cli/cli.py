@@ -96,6 +96,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         seed=args.seed or 0,
         config=args.config,
         calibration_dir=args.calibration,
+        decoder_graph=args.decoder_graph,
         overwrite=args.overwrite,
         progress=not args.quiet,
         **_format_options(args),
@@ -341,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from pocketsam.export.formats import ALL_PRECISIONS, FORMATS
+    from pocketsam.export.graphs import DECODER_GRAPHS
 
     e = sub.add_parser("export", help="export the encoder and decoder to a bundle folder")
     e.add_argument("--format", choices=sorted(FORMATS), default="onnx")
@@ -354,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite: fixed prompt points of the decoder (default: spec.DECODER_FIXED_POINTS)")
     e.add_argument("--decoder-batch", type=int, metavar="N",
                    help="tflite: also a batch-N decoder signature, for many prompts on one image")
+    e.add_argument("--decoder-graph", choices=DECODER_GRAPHS, default="fast",
+                   help="fast (default): attention projections folded onto the prompt side, ~2x fewer "
+                        "multiply-adds (docs/performance.md); reference: the upstream-shaped decoder")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     e.add_argument("--quiet", action="store_true", help="no progress bar")

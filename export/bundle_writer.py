@@ -27,6 +27,7 @@ from pocketsam.runtime.verify import CheckResult, compare, judge, record_referen
 from .calibration import PROBE_PHOTO, calibration_images, sample_photo
 from .checkpoint import checkpoint_origin
 from .formats import FORMATS, ExportJob
+from .graphs import DECODER_GRAPHS
 from .model import build_mobile_sam
 from .reference import reference_sessions
 
@@ -103,6 +104,7 @@ def export_bundle(
     config: str = "vit_t",
     calibration_dir: Path | None = None,
     calibration_limit: int = 8,
+    decoder_graph: str = "fast",
     overwrite: bool = False,
     progress: bool = True,
     **format_options: Any,
@@ -110,7 +112,8 @@ def export_bundle(
     """Export MobileSAM to a bundle folder `out` and measure its parity against the PyTorch fp32 reference.
 
     `checkpoint=None` uses seeded synthetic weights ("random weights, seed N" in the manifest). `format_options`
-    go to the format's exporter (e.g. `decoder_points` for fixed-shape formats).
+    go to the format's exporter (e.g. `decoder_points` for fixed-shape formats). `decoder_graph`: "fast" (the
+    rewritten decoder, `export/decoder_rewrite.py`) or "reference" (upstream-shaped).
     """
     from tqdm.auto import tqdm
 
@@ -121,6 +124,8 @@ def export_bundle(
     for part, p in precisions.items():
         if p not in exporter.precisions:
             raise BundleError(f"{format} has no {part} precision {p!r} (choose from {', '.join(exporter.precisions)})")
+    if decoder_graph not in DECODER_GRAPHS:
+        raise BundleError(f"unknown decoder graph {decoder_graph!r} (choose from {', '.join(DECODER_GRAPHS)})")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out} exists and is not empty (pass --overwrite to replace it)")
@@ -144,7 +149,8 @@ def export_bundle(
         if needs_calibration:
             step("reading calibration images")
             calibration = list(calibration_images(calibration_dir, calibration_limit))
-        job = ExportJob(model, tmp, precisions, calibration, {"weights_id": wid}, step, dict(format_options))
+        job = ExportJob(model, tmp, precisions, calibration, {"weights_id": wid}, step, dict(format_options),
+                        decoder_graph)
         shapes = exporter.export_parts(job)
         files = {part: tmp / f"{part}{spec.FORMAT_EXTENSIONS[format]}" for part in precisions}
 
@@ -162,6 +168,7 @@ def export_bundle(
             if needs_calibration else None
         )
         manifest = _bundle_manifest(tmp, format, files, precisions, shapes, origin, config, wid, calib_info)
+        manifest["decoder_graph"] = decoder_graph
         (tmp / spec.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
         step("measuring parity")

@@ -37,7 +37,7 @@ from pocketsam.runtime import spec
 from pocketsam.runtime.spec import GraphSpec
 
 from .formats import ExportJob
-from .graphs import DecoderGraph, EncoderGraph
+from .graphs import EncoderGraph
 from .onnx import ExportError, dummy_inputs
 
 # Minimum deployment target: iOS 17 / macOS 14. iOS 16 would be enough for fp16 ML Programs, int8 weights
@@ -320,7 +320,7 @@ def export_coreml_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     from .fp16_audit import HEADROOM, fp16_keep_list
 
     model = job.model
-    graphs = {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (DecoderGraph(model), spec.DECODER)}
+    graphs = {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
     recipes = {part: COREML_RECIPES[CoreMLPrecision(p)] for part, p in job.precisions.items()}
     if any(r.compression == "w8a8" for r in recipes.values()):
         from .coreml_quantize import w8a8_unavailable

@@ -24,6 +24,13 @@ class ExportJob:
     metadata: dict[str, str]  # stamped into every model file (weights id, spec version)
     step: Callable[[str], None]  # progress: call once per unit of work with what is being done
     options: dict[str, Any] = field(default_factory=dict)  # format-specific (e.g. decoder_points for TFLite)
+    decoder_graph: str = "fast"  # one of graphs.DECODER_GRAPHS
+
+    def decoder_module(self):
+        """The decoder graph module to convert (`DecoderGraph` over the job's model, fast unless asked)."""
+        from .graphs import DecoderGraph
+
+        return DecoderGraph(self.model, fast=self.decoder_graph == "fast")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Step by step (as coremltools' docs lay a conversion out):
 1. the graph module's forward already takes and returns tensors only (`pocketsam.export.graphs`);
 2. trace it with the TorchScript exporter on dummy inputs built from the spec, with the spec's symbolic axes dynamic;
 3. simplify with onnxsim (constant folding removes the attention-bias gathers and the dense positional encoding);
-4. check the model and stamp pocketsam's metadata (spec version, part, weights id) into `metadata_props`.
+4. check the model and stamp pocketsam's metadata (spec version, part, weights id) into `metadata_props`;
+5. quantize each part by its recipe; the decoder's mask-prompt convolutions then go under an `If`
+   (`onnx_rewrite.skip_unused_mask_path`), so a click without a mask input skips them as upstream's eager code does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pocketsam.runtime.spec import SPEC_VERSION, GraphSpec
 
 from .calibration import decoder_calibration, encoder_calibration
 from .formats import ExportJob
-from .graphs import DecoderGraph, EncoderGraph
+from .graphs import EncoderGraph
+from .onnx_rewrite import skip_unused_mask_path
 from .quantize import ONNX_RECIPES, Precision, quantize_onnx
 
 # Opset 17: the first with a native LayerNormalization (one fused op instead of ~9, faster in ONNX Runtime and
@@ -138,7 +141,7 @@ def _check_against_torch(module: torch.nn.Module, spec: GraphSpec, path: Path) -
 def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     """Write encoder.onnx and decoder.onnx into job.out_dir in their precisions; returns each part's input shapes."""
     model, tmp, step = job.model, job.out_dir, job.step
-    graphs = {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (DecoderGraph(model), spec.DECODER)}
+    graphs = {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
     fp32: dict[str, Path] = {}
     for part, (module, graph) in graphs.items():
         step(f"tracing the {part} to ONNX")
@@ -155,6 +158,9 @@ def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
                 dec = open_session("onnxruntime", fp32["decoder"], spec.DECODER)
                 feeds = decoder_calibration(enc, dec, job.calibration, seed=0)
         quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds)
+        if part == "decoder":
+            final = tmp / f"{part}.onnx"
+            onnx.save(skip_unused_mask_path(onnx.load(str(final))), str(final))
     for path in fp32.values():
         path.unlink()
     return {part: {t.name: list(t.shape) for t in g.inputs} for part, (_, g) in graphs.items()}

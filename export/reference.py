@@ -64,26 +64,23 @@ def torch_postprocess_masks(
 
 
 def torch_click(model: MobileSam, predictor: Predictor):
-    """A zero-argument callable doing one click the way SamPredictor does it in PyTorch on a cached embedding:
-    eager decoder + torch post-processing + threshold (the baseline of the `prompt` benchmark part)."""
-    from pocketsam.runtime.spec import MASK_THRESHOLD, MULTIMASK_SLICE
+    """A zero-argument callable doing one click the way segment-anything's `SamPredictor.predict` does it in PyTorch
+    on a cached embedding (the baseline of the `prompt` benchmark part): upstream's eager prompt encoder (a click is
+    padded with one point; no mask input, so `mask_downscaling` is skipped) and mask decoder with multimask output,
+    torch post-processing to the original size, threshold."""
+    from pocketsam.runtime.spec import MASK_THRESHOLD
     from pocketsam.runtime.transforms import apply_coords
 
-    decoder = DecoderGraph(model).eval()
     h, w = predictor.original_size
-    coords = apply_coords(np.array([[[w * 0.5, h * 0.5], [0.0, 0.0]]], np.float32), predictor.original_size)
-    feeds = (
-        torch.from_numpy(predictor.get_image_embedding()),
-        torch.from_numpy(coords),
-        torch.tensor([[1.0, -1.0]]),
-        torch.zeros(1, 1, 256, 256),
-        torch.zeros(1),
-    )
+    coords = torch.from_numpy(apply_coords(np.array([[[w * 0.5, h * 0.5]]], np.float32), predictor.original_size))
+    labels = torch.ones(1, 1)
+    embedding = torch.from_numpy(predictor.get_image_embedding())
 
     @torch.inference_mode()
     def click():
-        low_res, iou = decoder(*feeds)
-        low_res = low_res[:, MULTIMASK_SLICE[0] : MULTIMASK_SLICE[1]]
+        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        low_res, _ = model.mask_decoder(embedding, model.prompt_encoder.get_dense_pe(), sparse, dense,
+                                        multimask_output=True)
         return torch_postprocess_masks(low_res, predictor.input_size, predictor.original_size) > MASK_THRESHOLD
 
     return click

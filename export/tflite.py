@@ -91,7 +91,8 @@ def convert(module: torch.nn.Module, graph: GraphSpec, out_path: Path, batches: 
     module = module.eval()
     key = None
     if cache_dir is not None:
-        ident = f"{graph.name}|{batches}|{points}|{_md.version('litert-torch')}|{spec.SPEC_VERSION}|"
+        # repr(module): the module tree, so the fast and the reference decoder graphs of one model do not collide
+        ident = f"{graph.name}|{batches}|{points}|{_md.version('litert-torch')}|{spec.SPEC_VERSION}|{module!r}|"
         key = hashlib.sha256((ident + _weights_digest(module)).encode()).hexdigest()[:24]
         cached = Path(cache_dir) / f"{graph.name}-{key}.tflite"
         if cached.exists():
@@ -241,7 +242,7 @@ def export_tflite_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     batches = (1,) if batch is None else (1, batch)
     graphs = {
         "encoder": (EncoderGraph(job.model), spec.ENCODER, (1,)),
-        "decoder": (DecoderGraph(job.model), spec.DECODER, batches),
+        "decoder": (job.decoder_module(), spec.DECODER, batches),
     }
     fp32: dict[str, Path] = {}
     for part, (module, graph, part_batches) in graphs.items():

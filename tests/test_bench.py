@@ -36,10 +36,12 @@ def test_interleaved_order_warmup_and_fake_clock():
     calls: list[str] = []
     ticks = iter(range(1000))
     cases = {n: (lambda n=n: calls.append(n)) for n in "ABC"}
-    steps = []
-    times = harness.interleaved(cases, warmup=2, runs=3, on_step=lambda: steps.append(1), clock=lambda: next(ticks))
+    steps, pauses = [], []
+    times = harness.interleaved(cases, warmup=2, runs=3, on_step=lambda: steps.append(1), clock=lambda: next(ticks),
+                                sleep=pauses.append)
     assert calls == list("ABC") * 5  # two untimed rounds, then A B C A B C A B C
     assert len(steps) == 15
+    assert pauses == [harness.SETTLE_S] * 9  # one settling pause before every timed call, none in the warm-up
     assert times == {n: [1, 1, 1] for n in "ABC"}  # each timed call spans exactly one tick of the fake clock
     with pytest.raises(ValueError):
         harness.interleaved(cases, warmup=-1, runs=1)
@@ -49,7 +51,7 @@ def test_memory_probe_records_every_case():
     probe = harness.MemoryProbe()
     if not probe.available:
         pytest.skip("VmHWM cannot be reset here")
-    harness.interleaved({"a": lambda: bytearray(8 << 20), "b": lambda: None}, 0, 2, memory=probe)
+    harness.interleaved({"a": lambda: bytearray(8 << 20), "b": lambda: None}, 0, 2, memory=probe, settle_s=0)
     assert set(probe.peak_mb) == {"a", "b"} and probe.call_delta_mb["a"] >= 0
 
 

@@ -137,10 +137,17 @@ def _cases():
     }
 
 
+# The fast graph re-associates the attention and upscaling products (export/decoder_rewrite.py): float rounding
+# moves logits of magnitude ~15 by up to 7e-5 (measured, tiny and vit_t, batch 3 with masks), vs 1e-5 for the
+# upstream-shaped graph whose products are the same as eager's.
+_DECODER_ATOL = {False: 1e-5, True: 2e-4}
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
 @pytest.mark.parametrize("config", ["tiny", "vit_t"])
-def test_decoder_graph_equals_eager(config, tiny_model, vit_t_model):
+def test_decoder_graph_equals_eager(config, fast, tiny_model, vit_t_model):
     model = tiny_model if config == "tiny" else vit_t_model
-    graph = DecoderGraph(model).eval()
+    graph = DecoderGraph(model, fast=fast).eval()
     emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))  # order 1, like the encoder's
     with torch.no_grad():
         for name, (coords, labels, box, mask) in _cases().items():
@@ -148,15 +155,16 @@ def test_decoder_graph_equals_eager(config, tiny_model, vit_t_model):
             masks, iou = graph(emb, *_graph_feeds(coords, labels, box, mask))
             b = coords.shape[0]
             assert masks.shape == (b, 4, 256, 256) and iou.shape == (b, 4), name
-            torch.testing.assert_close(masks, ref_masks, rtol=0, atol=1e-5, msg=name)
-            torch.testing.assert_close(iou, ref_iou, rtol=0, atol=1e-5, msg=name)
+            torch.testing.assert_close(masks, ref_masks, rtol=0, atol=_DECODER_ATOL[fast], msg=name)
+            torch.testing.assert_close(iou, ref_iou, rtol=0, atol=_DECODER_ATOL[fast], msg=name)
             assert ref_masks.abs().max() > 0.1, name  # real numbers, not zeros
 
 
-def test_graphs_export_to_onnx_with_dynamic_axes(tiny_model, tmp_path):
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast"])
+def test_graphs_export_to_onnx_with_dynamic_axes(tiny_model, tmp_path, fast):
     """TorchScript exporter, opset 17, batch and num_points dynamic; ONNX Runtime equals torch on other sizes."""
     ort = pytest.importorskip("onnxruntime")
-    dec = DecoderGraph(tiny_model).eval()
+    dec = DecoderGraph(tiny_model, fast=fast).eval()
     feeds0 = _graph_feeds(*_cases()["1 fg point"])
     emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(2))
     path = tmp_path / "decoder.onnx"
