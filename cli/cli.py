@@ -356,9 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite: fixed prompt points of the decoder (default: spec.DECODER_FIXED_POINTS)")
     e.add_argument("--decoder-batch", type=int, metavar="N",
                    help="tflite: also a batch-N decoder signature, for many prompts on one image")
-    e.add_argument("--decoder-graph", choices=DECODER_GRAPHS, default="fast",
-                   help="fast (default): attention projections folded onto the prompt side, ~2x fewer "
-                        "multiply-adds (docs/performance.md); reference: the upstream-shaped decoder")
+    e.add_argument("--decoder-graph", choices=DECODER_GRAPHS,
+                   help="fast: attention projections folded onto the prompt side, ~2x fewer multiply-adds "
+                        "(default for onnx); reference: the upstream-shaped decoder (default for tflite, coreml); "
+                        "docs/performance.md")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     e.add_argument("--quiet", action="store_true", help="no progress bar")

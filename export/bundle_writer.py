@@ -104,7 +104,7 @@ def export_bundle(
     config: str = "vit_t",
     calibration_dir: Path | None = None,
     calibration_limit: int = 8,
-    decoder_graph: str = "fast",
+    decoder_graph: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **format_options: Any,
@@ -113,7 +113,7 @@ def export_bundle(
 
     `checkpoint=None` uses seeded synthetic weights ("random weights, seed N" in the manifest). `format_options`
     go to the format's exporter (e.g. `decoder_points` for fixed-shape formats). `decoder_graph`: "fast" (the
-    rewritten decoder, `export/decoder_rewrite.py`) or "reference" (upstream-shaped).
+    rewritten decoder, `export/decoder_rewrite.py`), "reference" (upstream-shaped) or None (the format's default).
     """
     from tqdm.auto import tqdm
 
@@ -124,6 +124,7 @@ def export_bundle(
     for part, p in precisions.items():
         if p not in exporter.precisions:
             raise BundleError(f"{format} has no {part} precision {p!r} (choose from {', '.join(exporter.precisions)})")
+    decoder_graph = decoder_graph or exporter.default_decoder_graph
     if decoder_graph not in DECODER_GRAPHS:
         raise BundleError(f"unknown decoder graph {decoder_graph!r} (choose from {', '.join(DECODER_GRAPHS)})")
     out = Path(out)

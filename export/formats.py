@@ -24,7 +24,7 @@ class ExportJob:
     metadata: dict[str, str]  # stamped into every model file (weights id, spec version)
     step: Callable[[str], None]  # progress: call once per unit of work with what is being done
     options: dict[str, Any] = field(default_factory=dict)  # format-specific (e.g. decoder_points for TFLite)
-    decoder_graph: str = "fast"  # one of graphs.DECODER_GRAPHS
+    decoder_graph: str = "fast"  # one of graphs.DECODER_GRAPHS (export_bundle passes the format's default)
 
     def decoder_module(self):
         """The decoder graph module to convert (`DecoderGraph` over the job's model, fast unless asked)."""
@@ -45,6 +45,9 @@ class FormatExporter:
     steps: int = 4  # how many times export_parts calls job.step (progress bar length)
     # None when this machine can run the format's models (parity is measured at export), else the reason why not.
     cannot_run_here: Callable[[], str | None] = lambda: None
+    # The decoder graph exported unless --decoder-graph says otherwise (graphs.DECODER_GRAPHS): the fast one where
+    # it was measured faster (onnxruntime), the upstream-shaped one elsewhere (docs/performance.md).
+    default_decoder_graph: str = "reference"
 
 
 def _onnx() -> FormatExporter:
@@ -56,6 +59,7 @@ def _onnx() -> FormatExporter:
         precisions=tuple(p.value for p in ONNX_RECIPES),
         calibrated=frozenset(p.value for p, r in ONNX_RECIPES.items() if r.calibrated),
         export_parts=export_onnx_parts,
+        default_decoder_graph="fast",  # decoder 2.0x faster in onnxruntime (docs/performance.md)
     )
 
 
@@ -76,6 +80,7 @@ def _tflite() -> FormatExporter:
         calibrated=frozenset(p.value for p, r in TFLITE_RECIPES.items() if r.calibrated),
         export_parts=export_tflite_parts,
         cannot_run_here=cannot_run_here,
+        default_decoder_graph="reference",  # the fast graph measured slower under XNNPACK (75 vs 58 ms)
     )
 
 
@@ -89,6 +94,7 @@ def _coreml() -> FormatExporter:
         export_parts=export_coreml_parts,
         steps=4,
         cannot_run_here=cannot_run_here,
+        default_decoder_graph="reference",  # not measured: CoreML predicts only on macOS
     )
 
 

@@ -250,7 +250,7 @@ def export_tflite_parts(job: ExportJob) -> dict[str, dict[str, list]]:
         fp32[part] = convert(module, graph, job.out_dir / f"{part}.fp32.tflite", part_batches, points, cache)
     for part, precision in job.precisions.items():
         job.step(f"{part}: {precision}")
-        recipe = recipe_for(precision, part)
+        recipe = recipe_for(precision, part, job.decoder_graph)
         feeds = _calibration_feeds(part, job, fp32, points, graphs[part][2]) if recipe.calibrated else None
         # Stamped on the float file (~0.2 s; the quantized one takes ~15 s to repack): ai-edge-quantizer keeps the
         # model's metadata entries.

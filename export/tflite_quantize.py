@@ -37,6 +37,8 @@ class TflitePrecision(str, Enum):
 LAYERNORM_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT")
 SOFTMAX_OPS = ("SOFTMAX",)
 GELU_OPS = ("GELU",)
+# TFLite TRANSPOSE_CONV: the final 4x mask upscaling (tflite-runtime has no int8 kernel for it)
+UPSCALING_OPS = ("CONV_2D_TRANSPOSE",)
 
 
 @dataclass(frozen=True)
@@ -177,20 +179,37 @@ TFLITE_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
     ),
 }
 
-# The decoder's own recipes where they differ. In the upstream-shaped decoder, int8 image-side projections cost
-# 0.06 of decoder mask IoU on the synthetic weights and the upscaling transposed convs 0.027, so int8-dynamic
-# quantized the convs only. The exported (fast) decoder has no image-side projections left (they are folded onto
-# the prompt side) and does the upscaling as two FULLY_CONNECTED on 4096 / 16384 rows: with min_rows=1024,
-# FULLY_CONNECTED + convs quantizes exactly the upscaling again (and the mask-input convs).
+# The decoder's own recipes where they differ, for the upstream-shaped decoder graph (LiteRT's default: the fast
+# graph measured slower under XNNPACK, docs/tflite.md). Its int8 FULLY_CONNECTED layers (even the per-pixel ones)
+# cost 0.06 of decoder mask IoU on the synthetic weights (0.90 with all of them, 0.94 with min_rows=1024), its
+# convs 0.027 (0.973 alone): int8-dynamic quantizes the convs (mask downscaling and upscaling) only.
 DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
+    TflitePrecision.INT8_DYNAMIC: TfliteRecipe(TflitePrecision.INT8_DYNAMIC, op_types=_CONVS, min_rows=1024),
+    # Full integer on the image side (4096-row FULLY_CONNECTED, BATCH_MATMUL, the elementwise ops, the mask
+    # downscaling convs) with four float islands, each found by the per-layer study (docs/tflite.md):
+    # - the prompt encoding (top-level ops of the graph): int8 point labels cannot hold the box-corner labels 2 and
+    #   3 (the EQUAL constants quantized to 1.0), so box prompts lost their corner embeddings (decoder IoU 0.54);
+    # - every op with < 1024 rows: the token path (prompt tokens, IoU/mask tokens, hypernetwork MLPs);
+    # - LayerNorm entirely (not only its statistics) and LayerNorm2d; Softmax, GELU, TRANSPOSE_CONV as before;
+    # - the mask-input branch (mask_downscaling): calibration prompts never pass a mask, so its ranges are unknown.
+    TflitePrecision.INT8: TfliteRecipe(
+        TflitePrecision.INT8,
+        calibrated=True,
+        float_ops=(*LAYERNORM_OPS, *SOFTMAX_OPS, *GELU_OPS, *UPSCALING_OPS),
+        float_scopes=(r"DecoderGraph_module;\d+;", "LayerNorm", "mask_downscaling"),
+        min_rows=1024,
+    ),
+}
+
+# The same for the fast decoder graph (`--decoder-graph fast`). It has no image-side projections left (they are
+# folded onto the prompt side) and does the upscaling as two FULLY_CONNECTED on 4096 / 16384 rows: with
+# min_rows=1024, FULLY_CONNECTED + convs quantizes exactly the upscaling again (and the mask-input convs).
+FAST_DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
     TflitePrecision.INT8_DYNAMIC: TfliteRecipe(TflitePrecision.INT8_DYNAMIC, op_types=("FULLY_CONNECTED", *_CONVS),
                                                min_rows=1024),
-    # Full integer (int8 activations too) on the two upscaling FULLY_CONNECTED (4096 and 16384 rows), the rest
-    # float. The per-layer study on the upstream-shaped decoder (docs/tflite.md) found four float islands, kept as
-    # rules: the prompt encoding (top-level ops: int8 point labels cannot hold the box-corner labels 2 and 3),
-    # every op with < 1024 rows (the token path), LayerNorm whole, the mask-input branch. In the fast decoder the
-    # remaining image-side ops are activation x activation BATCH_MATMULs and residual ADDs: int8 there measured
-    # decoder mask IoU 0.81; FULLY_CONNECTED only 0.985 (chelsea probe, synthetic seed-0 weights).
+    # Full integer (int8 activations too) on the two upscaling FULLY_CONNECTED, the rest float (with the same
+    # float islands as above). The fast graph's other image-side ops are activation x activation BATCH_MATMULs and
+    # residual ADDs: int8 there measured decoder mask IoU 0.81; FULLY_CONNECTED only 0.985 (chelsea probe).
     TflitePrecision.INT8: TfliteRecipe(
         TflitePrecision.INT8,
         calibrated=True,
@@ -202,10 +221,11 @@ DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
 }
 
 
-def recipe_for(precision: str | TflitePrecision, part: str) -> TfliteRecipe:
-    """The recipe of one part ("encoder" or "decoder") in one precision."""
+def recipe_for(precision: str | TflitePrecision, part: str, decoder_graph: str = "reference") -> TfliteRecipe:
+    """The recipe of one part ("encoder" or "decoder") in one precision (decoder: for that decoder graph)."""
     p = TflitePrecision(precision)
-    return (DECODER_RECIPES.get(p) if part == "decoder" else None) or TFLITE_RECIPES[p]
+    decoder = FAST_DECODER_RECIPES if decoder_graph == "fast" else DECODER_RECIPES
+    return (decoder.get(p) if part == "decoder" else None) or TFLITE_RECIPES[p]
 
 
 class QuantizationError(PocketSamError, RuntimeError):

@@ -126,19 +126,31 @@ def _bilinear(out_size: int, rows: np.ndarray) -> np.ndarray:
     return w0[:, None].astype(np.float64) * rows[i0] + w1[:, None].astype(np.float64) * rows[i1]
 
 
-_BAND = 256  # output rows / columns per block of the banded matmuls (fastest of 64..512 for 1500x2000 on 2 cores)
+# A block of the banded matmuls covers enough outputs to read about this many low-res rows: wide enough for BLAS to
+# be efficient, narrow enough that the block is mostly non-zero. Measured (3 masks, one thread, ms) with fixed
+# widths 32 / 64 / 256: 300x451 0.66 / 0.60 / 1.94, 512x512 1.14 / 1.80 / 3.72, 1080x1920 20.6 / 18.3 / 13.5,
+# 1500x2000 41.0 / 41.3 / 26.6: small outputs want narrow blocks, large ones wide blocks.
+_BAND_READS = 32
+_BAND_WIDTHS = (32, 64, 128, 256)
 
 # One block of a banded matmul: outputs [o0, o1) read low-res rows (or columns) [k0, k1) through `block`.
 _Band = tuple[int, int, int, int, np.ndarray]
 
 
+def _band_width(m: np.ndarray) -> int:
+    """Outputs per block for a 256 x N resampling matrix: the width in `_BAND_WIDTHS` whose blocks read closest
+    to `_BAND_READS` low-res rows."""
+    reads_per_output = np.count_nonzero(m.any(axis=1)) / m.shape[1]
+    return min(_BAND_WIDTHS, key=lambda width: abs(np.log(width * reads_per_output / _BAND_READS)))
+
+
 def _banded(m: np.ndarray, transpose: bool) -> tuple[_Band, ...]:
-    """Cut a 256 x N resampling matrix (float64; column n = the weights output n reads) into blocks of `_BAND`
-    outputs, each keeping only the low-res rows its outputs read. Blocks are float32, read-only, and transposed
-    (outputs x low-res) when `transpose`, so that they left-multiply."""
-    bands = []
-    for o0 in range(0, m.shape[1], _BAND):
-        o1 = min(o0 + _BAND, m.shape[1])
+    """Cut a 256 x N resampling matrix (float64; column n = the weights output n reads) into blocks of outputs
+    (`_band_width`), each keeping only the low-res rows its outputs read. Blocks are float32, read-only, and
+    transposed (outputs x low-res) when `transpose`, so that they left-multiply."""
+    bands, width = [], _band_width(m)
+    for o0 in range(0, m.shape[1], width):
+        o1 = min(o0 + width, m.shape[1])
         used = np.flatnonzero(m[:, o0:o1].any(axis=1))
         k0, k1 = int(used[0]), int(used[-1]) + 1
         block = m[k0:k1, o0:o1]
@@ -154,8 +166,8 @@ def _postprocess_matrices(input_size: Size, original_size: Size) -> tuple[tuple[
 
     A = R(H <- h) @ U[:h], where U = R(1024 <- 256) is the upsampling and [:h] the crop of the padding; Bt is the
     same for the columns, transposed. Both are banded (each output row or column reads at most 4 low-res ones), so
-    they are kept as dense blocks of `_BAND` outputs with only the low-res rows/columns each block reads: for 2000
-    outputs a block reads ~35 of the 256, so the matmuls do ~1/7 of the dense work. Cached: computed once per image
+    they are kept as dense blocks of outputs with only the low-res rows/columns each block reads (~32 of the 256),
+    so the matmuls do a fraction of the dense work. Cached: computed once per image
     size, never per click.
     """
     up = _bilinear(IMAGE_SIZE, np.eye(LOW_RES_MASK_SIZE))  # 1024 x 256
