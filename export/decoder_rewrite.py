@@ -1,7 +1,8 @@
 """The mask decoder rewritten for speed, with the model's own parameters: same function, fewer FLOPs, no NCHW.
 
-The exported decoder graph (`DecoderGraph(model, fast=True)`) runs this instead of the upstream-shaped modules in
-`pocketsam.export.model`, which stay the PyTorch reference every bundle is verified against. Each rewrite is exact
+The fast decoder graph (`DecoderGraph(model, fast=True)`, exported by default for ONNX) runs this instead of the
+upstream-shaped modules in `pocketsam.export.model`, which stay the PyTorch reference every bundle is verified
+against (docs/performance.md has the measurements). Each rewrite is exact
 in real arithmetic; in float it differs only by rounding (tests hold it to the reference).
 
 Why: in SAM's two-way transformer every cross attention has a few prompt tokens on one side (N = 5 output tokens

@@ -59,7 +59,7 @@ def _onnx() -> FormatExporter:
         precisions=tuple(p.value for p in ONNX_RECIPES),
         calibrated=frozenset(p.value for p, r in ONNX_RECIPES.items() if r.calibrated),
         export_parts=export_onnx_parts,
-        default_decoder_graph="fast",  # decoder 2.0x faster in onnxruntime (docs/performance.md)
+        default_decoder_graph="fast",  # decoder 1.5-1.8x faster in onnxruntime (docs/performance.md)
     )
 
 

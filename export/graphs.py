@@ -33,8 +33,9 @@ class EncoderGraph(nn.Module):
         return self.image_encoder((image - self.pixel_mean) / self.pixel_std)
 
 
-# What `--decoder-graph` picks: "fast" is exported by default, "reference" is the upstream-shaped graph (the same one
-# the PyTorch reference runs), for comparing or for ruling the rewrite out when a result looks wrong.
+# What `--decoder-graph` picks: "fast" (export/decoder_rewrite.py) or "reference", the upstream-shaped graph (the
+# one the PyTorch reference runs), for comparing or for ruling the rewrite out when a result looks wrong. Each
+# format has its default (`FormatExporter.default_decoder_graph`).
 DECODER_GRAPHS = ("fast", "reference")
 
 
@@ -53,9 +54,10 @@ class DecoderGraph(nn.Module):
       iou_predictions: Bx4.
     No resize to the original image size here: that is the runtime's numpy post-processing.
 
-    `fast=False` runs the model's upstream-shaped modules: the PyTorch reference. `fast=True` (what every exporter
-    uses) runs `decoder_rewrite`: the same function with the attention projections moved to the prompt side and the
-    upscaling on tokens, ~2x fewer multiply-adds; parity with the reference is tested like any other conversion.
+    `fast=False` runs the model's upstream-shaped modules: the PyTorch reference. `fast=True` (ONNX's default export,
+    `--decoder-graph fast` elsewhere) runs `decoder_rewrite`: the same function with the attention projections moved
+    to the prompt side and the upscaling on tokens, ~2x fewer multiply-adds; parity with the reference is tested
+    like any other conversion.
     """
 
     def __init__(self, model: MobileSam, fast: bool = False) -> None:

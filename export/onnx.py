@@ -3,7 +3,8 @@
 Step by step (as coremltools' docs lay a conversion out):
 1. the graph module's forward already takes and returns tensors only (`pocketsam.export.graphs`);
 2. trace it with the TorchScript exporter on dummy inputs built from the spec, with the spec's symbolic axes dynamic;
-3. simplify with onnxsim (constant folding removes the attention-bias gathers and the dense positional encoding);
+3. simplify with onnxsim (constant folding removes the attention-bias gathers and the dense positional encoding;
+   its graph fusions are off, see `export_onnx`);
 4. check the model and stamp pocketsam's metadata (spec version, part, weights id) into `metadata_props`;
 5. quantize each part by its recipe; the decoder's mask-prompt convolutions then go under an `If`
    (`onnx_rewrite.skip_unused_mask_path`), so a click without a mask input skips them as upstream's eager code does.
@@ -81,6 +82,36 @@ def stamp_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
         model.metadata_props.add(key=k if k.startswith("pocketsam.") else f"pocketsam.{k}", value=str(v))
 
 
+def _reads(graph: onnx.GraphProto) -> set[str]:
+    """Every value name a node of `graph` (or of its subgraphs) reads, plus the graph's outputs."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names |= _reads(attr.g)
+    return names
+
+
+def prune_dead(model: onnx.ModelProto) -> int:
+    """Remove nodes whose outputs nothing reads and initializers no node reads (constant folding leaves both behind
+    when onnxsim's optimizer passes are off; onnxruntime warns about each at load). Returns how many were removed."""
+    removed = 0
+    while True:
+        used = _reads(model.graph)
+        live = [n for n in model.graph.node if any(o in used for o in n.output)]
+        if len(live) == len(model.graph.node):
+            break
+        removed += len(model.graph.node) - len(live)
+        del model.graph.node[:]
+        model.graph.node.extend(live)
+    keep = [i for i in model.graph.initializer if i.name in used]
+    removed += len(model.graph.initializer) - len(keep)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return removed
+
+
 def export_onnx(module: torch.nn.Module, spec: GraphSpec, out_path: Path, metadata: dict[str, str]) -> Path:
     """Export `module` (forward takes spec.inputs in order) to a simplified fp32 ONNX file at `out_path`."""
     import onnxsim
@@ -106,9 +137,14 @@ def export_onnx(module: torch.nn.Module, spec: GraphSpec, out_path: Path, metada
         except Exception as e:
             raise ExportError(f"ONNX export of the {spec.name} failed: {e}") from e
         model = onnx.load(str(raw))
-    simplified, ok = onnxsim.simplify(model)
+    # perform_optimization=False: onnxsim's fusions fold GELU's trailing `* 0.5` into the next Conv's weights, and
+    # onnxruntime then no longer recognizes (and fuses) the 12 GELUs that precede a Conv in TinyViT (the MBConv
+    # stage at 256x256): encoder 1344 ms -> 1081 ms without those fusions (2 threads, medians of 8), outputs equal
+    # to 4e-6. Constant folding and shape inference still run; onnxruntime does its own fusions at load.
+    simplified, ok = onnxsim.simplify(model, perform_optimization=False)
     if not ok:
         raise ExportError(f"onnxsim could not validate the simplified {spec.name}")
+    prune_dead(simplified)
     onnx.checker.check_model(simplified)
     stamp_metadata(simplified, metadata)
     out_path.parent.mkdir(parents=True, exist_ok=True)
