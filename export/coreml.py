@@ -331,7 +331,7 @@ def export_coreml_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     keep: dict[str, list[str]] = {"encoder": [], "decoder": []}
     job.step("fp16 audit: activation magnitudes on the photos")
     if any(r.fp16_compute for r in recipes.values()):
-        keep = fp16_keep_list(model, job.calibration, job.options.get("fp16_headroom", HEADROOM))
+        keep = fp16_keep_list(model, job.calibration, job.options.get("fp16_headroom", HEADROOM), job.decoder_graph)
     calib: dict[str, list[dict]] = {}
     if any(r.compression == "w8a8" for r in recipes.values()):
         from .calibration import decoder_calibration, encoder_calibration

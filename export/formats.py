@@ -27,10 +27,10 @@ class ExportJob:
     decoder_graph: str = "fast"  # one of graphs.DECODER_GRAPHS (export_bundle passes the format's default)
 
     def decoder_module(self):
-        """The decoder graph module to convert (`DecoderGraph` over the job's model, fast unless asked)."""
-        from .graphs import DecoderGraph
+        """The decoder graph module to convert (`graphs.decoder_graph` of the job's model)."""
+        from .graphs import decoder_graph
 
-        return DecoderGraph(self.model, fast=self.decoder_graph == "fast")
+        return decoder_graph(self.model, self.decoder_graph)
 
 
 @dataclass(frozen=True)

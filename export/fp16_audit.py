@@ -41,7 +41,7 @@ from pocketsam.runtime.spec import GraphSpec
 from pocketsam.runtime.verify import compare, record_reference
 
 from .calibration import decoder_calibration
-from .graphs import DecoderGraph, EncoderGraph
+from .graphs import EncoderGraph, decoder_graph
 
 FP16_MAX = 65504.0  # largest finite float16
 # A module is kept in fp32 when its fp32 peak reaches FP16_MAX / HEADROOM. A factor of 4 (two binades) because the
@@ -230,19 +230,25 @@ class AuditSession:
         return {n: t.float().numpy() for n, t in zip(self.output_names, out)}
 
 
-def _graphs(model) -> dict[str, tuple[nn.Module, GraphSpec]]:
-    # A private copy: hooks never touch the caller's model.
+# The decoder graph audited unless told otherwise: CoreML's default export (formats.py), the audit's consumer.
+AUDITED_DECODER_GRAPH = "reference"
+
+
+def _graphs(model, decoder: str = AUDITED_DECODER_GRAPH) -> dict[str, tuple[nn.Module, GraphSpec]]:
+    # A private copy: hooks never touch the caller's model. `decoder`: which decoder graph (graphs.DECODER_GRAPHS)
+    # is audited, so the magnitudes are those of the graph the export converts.
     model = copy.deepcopy(model).eval()
-    return {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (DecoderGraph(model, fast=True), spec.DECODER)}
+    return {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (decoder_graph(model, decoder), spec.DECODER)}
 
 
-def measure_fp32_peaks(model, images: Sequence[np.ndarray], seed: int = 0) -> dict[str, dict[str, LayerStat]]:
+def measure_fp32_peaks(model, images: Sequence[np.ndarray], seed: int = 0,
+                       decoder: str = AUDITED_DECODER_GRAPH) -> dict[str, dict[str, LayerStat]]:
     """{part: {module path: LayerStat}} of the fp32 graphs on real photos (decoder: seeded clicks, boxes).
 
     The encoder runs once per photo; the decoder on those photos' real embeddings with the calibration prompts of
     `pocketsam.export.calibration.decoder_calibration`.
     """
-    g = _graphs(model)
+    g = _graphs(model, decoder)
     enc = AuditSession(*g["encoder"], emulate=False)
     dec = AuditSession(*g["decoder"], emulate=False)
     decoder_calibration(enc, dec, images, seed=seed)
@@ -254,9 +260,12 @@ def flag_fp32_modules(stats: dict[str, LayerStat], headroom: float = HEADROOM) -
     return sorted(p for p, s in stats.items() if p and s.peak * headroom >= FP16_MAX)
 
 
-def fp16_keep_list(model, images: Sequence[np.ndarray], headroom: float = HEADROOM) -> dict[str, list[str]]:
-    """{part: modules to keep in fp32}: the audit's verdict, as the CoreML fp16 export consumes it."""
-    return {part: flag_fp32_modules(s, headroom) for part, s in measure_fp32_peaks(model, images).items()}
+def fp16_keep_list(model, images: Sequence[np.ndarray], headroom: float = HEADROOM,
+                   decoder: str = AUDITED_DECODER_GRAPH) -> dict[str, list[str]]:
+    """{part: modules to keep in fp32}: the audit's verdict, as the CoreML fp16 export consumes it (`decoder`: the
+    decoder graph that export converts)."""
+    peaks = measure_fp32_peaks(model, images, decoder=decoder)
+    return {part: flag_fp32_modules(s, headroom) for part, s in peaks.items()}
 
 
 # --- the full audit ------------------------------------------------------------------------------------------

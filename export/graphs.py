@@ -39,6 +39,13 @@ class EncoderGraph(nn.Module):
 DECODER_GRAPHS = ("fast", "reference")
 
 
+def decoder_graph(model: MobileSam, name: str) -> "DecoderGraph":
+    """The decoder graph called `name` (one of DECODER_GRAPHS) over `model`."""
+    if name not in DECODER_GRAPHS:
+        raise ValueError(f"unknown decoder graph {name!r} (choose from {', '.join(DECODER_GRAPHS)})")
+    return DecoderGraph(model, fast=name == "fast")
+
+
 class DecoderGraph(nn.Module):
     """Prompt encoder + mask decoder with every mask output.
 
