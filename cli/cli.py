@@ -97,6 +97,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         config=args.config,
         calibration_dir=args.calibration,
         decoder_graph=args.decoder_graph,
+        encoder_graph=args.encoder_graph,
         overwrite=args.overwrite,
         progress=not args.quiet,
         **_format_options(args),
@@ -222,6 +223,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from pocketsam.benchmarks.profile import profile_bundle
+
+    if args.threads < 1 or args.runs < 1 or args.top < 1:
+        raise UsageError("--threads, --runs and --top must be >= 1")
+    prof = profile_bundle(args.bundle, args.part, args.threads, args.runs)
+    print(prof.table(args.top))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(prof.as_dict(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _bench_parts(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in text.split(",") if p.strip())
     unknown = [p for p in parts if p not in allowed]
@@ -342,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from pocketsam.export.formats import ALL_PRECISIONS, FORMATS
-    from pocketsam.export.graphs import DECODER_GRAPHS
+    from pocketsam.export.graphs import DECODER_GRAPHS, ENCODER_GRAPHS
 
     e = sub.add_parser("export", help="export the encoder and decoder to a bundle folder")
     e.add_argument("--format", choices=sorted(FORMATS), default="onnx")
@@ -360,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast: attention projections folded onto the prompt side, ~2x fewer multiply-adds "
                         "(default for onnx); reference: the upstream-shaped decoder (default for tflite, coreml); "
                         "docs/performance.md")
+    e.add_argument("--encoder-graph", choices=ENCODER_GRAPHS,
+                   help="fast: per-head attention projections and NHWC-friendly layout, fewer copies under XNNPACK "
+                        "(default for tflite, onnx); reference: the upstream-shaped TinyViT (default for coreml); "
+                        "docs/tflite.md")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -430,6 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", type=Path, metavar="OUT.png")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
+
+    pf = sub.add_parser("profile", help="where a part's time goes, per operator (tflite: isolated ops under "
+                        "XNNPACK; onnx: onnxruntime's profiler)")
+    pf.add_argument("bundle", type=Path)
+    pf.add_argument("--part", choices=["encoder", "decoder"], default="encoder")
+    pf.add_argument("--threads", type=int, default=2)
+    pf.add_argument("--runs", type=int, default=5, help="timed runs per operator (default 5)")
+    pf.add_argument("--top", type=int, default=25, help="how many distinct operators to list (default 25)")
+    pf.add_argument("--json", type=Path, metavar="PROFILE.json")
+    pf.set_defaults(func=cmd_profile)
 
     bm = sub.add_parser("bench-merge", help="join bench results (JSON) of several devices into one table and plot")
     bm.add_argument("results", type=Path, nargs="+", metavar="RESULTS.json")

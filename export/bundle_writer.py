@@ -27,7 +27,7 @@ from pocketsam.runtime.verify import CheckResult, compare, judge, record_referen
 from .calibration import PROBE_PHOTO, calibration_images, sample_photo
 from .checkpoint import checkpoint_origin
 from .formats import FORMATS, ExportJob
-from .graphs import DECODER_GRAPHS
+from .graphs import DECODER_GRAPHS, ENCODER_GRAPHS
 from .model import build_mobile_sam
 from .reference import reference_sessions
 
@@ -105,6 +105,7 @@ def export_bundle(
     calibration_dir: Path | None = None,
     calibration_limit: int = 8,
     decoder_graph: str | None = None,
+    encoder_graph: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
     **format_options: Any,
@@ -113,7 +114,8 @@ def export_bundle(
 
     `checkpoint=None` uses seeded synthetic weights ("random weights, seed N" in the manifest). `format_options`
     go to the format's exporter (e.g. `decoder_points` for fixed-shape formats). `decoder_graph`: "fast" (the
-    rewritten decoder, `export/decoder_rewrite.py`), "reference" (upstream-shaped) or None (the format's default).
+    rewritten decoder, `export/decoder_rewrite.py`), "reference" (upstream-shaped) or None (the format's default);
+    `encoder_graph` likewise (`export/encoder_rewrite.py`).
     """
     from tqdm.auto import tqdm
 
@@ -127,6 +129,9 @@ def export_bundle(
     decoder_graph = decoder_graph or exporter.default_decoder_graph
     if decoder_graph not in DECODER_GRAPHS:
         raise BundleError(f"unknown decoder graph {decoder_graph!r} (choose from {', '.join(DECODER_GRAPHS)})")
+    encoder_graph = encoder_graph or exporter.default_encoder_graph
+    if encoder_graph not in ENCODER_GRAPHS:
+        raise BundleError(f"unknown encoder graph {encoder_graph!r} (choose from {', '.join(ENCODER_GRAPHS)})")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BundleError(f"{out} exists and is not empty (pass --overwrite to replace it)")
@@ -151,7 +156,7 @@ def export_bundle(
             step("reading calibration images")
             calibration = list(calibration_images(calibration_dir, calibration_limit))
         job = ExportJob(model, tmp, precisions, calibration, {"weights_id": wid}, step, dict(format_options),
-                        decoder_graph)
+                        decoder_graph, encoder_graph)
         shapes = exporter.export_parts(job)
         files = {part: tmp / f"{part}{spec.FORMAT_EXTENSIONS[format]}" for part in precisions}
 
@@ -170,6 +175,7 @@ def export_bundle(
         )
         manifest = _bundle_manifest(tmp, format, files, precisions, shapes, origin, config, wid, calib_info)
         manifest["decoder_graph"] = decoder_graph
+        manifest["encoder_graph"] = encoder_graph
         (tmp / spec.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n")
 
         step("measuring parity")

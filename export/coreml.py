@@ -37,7 +37,6 @@ from pocketsam.runtime import spec
 from pocketsam.runtime.spec import GraphSpec
 
 from .formats import ExportJob
-from .graphs import EncoderGraph
 from .onnx import ExportError, dummy_inputs
 
 # Minimum deployment target: iOS 17 / macOS 14. iOS 16 would be enough for fp16 ML Programs, int8 weights
@@ -320,7 +319,7 @@ def export_coreml_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     from .fp16_audit import HEADROOM, fp16_keep_list
 
     model = job.model
-    graphs = {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
+    graphs = {"encoder": (job.encoder_module(), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
     recipes = {part: COREML_RECIPES[CoreMLPrecision(p)] for part, p in job.precisions.items()}
     if any(r.compression == "w8a8" for r in recipes.values()):
         from .coreml_quantize import w8a8_unavailable
@@ -331,7 +330,8 @@ def export_coreml_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     keep: dict[str, list[str]] = {"encoder": [], "decoder": []}
     job.step("fp16 audit: activation magnitudes on the photos")
     if any(r.fp16_compute for r in recipes.values()):
-        keep = fp16_keep_list(model, job.calibration, job.options.get("fp16_headroom", HEADROOM), job.decoder_graph)
+        keep = fp16_keep_list(model, job.calibration, job.options.get("fp16_headroom", HEADROOM), job.decoder_graph,
+                              job.encoder_graph)
     calib: dict[str, list[dict]] = {}
     if any(r.compression == "w8a8" for r in recipes.values()):
         from .calibration import decoder_calibration, encoder_calibration

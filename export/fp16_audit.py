@@ -41,7 +41,7 @@ from pocketsam.runtime.spec import GraphSpec
 from pocketsam.runtime.verify import compare, record_reference
 
 from .calibration import decoder_calibration
-from .graphs import EncoderGraph, decoder_graph
+from .graphs import decoder_graph, encoder_graph
 
 FP16_MAX = 65504.0  # largest finite float16
 # A module is kept in fp32 when its fp32 peak reaches FP16_MAX / HEADROOM. A factor of 4 (two binades) because the
@@ -230,25 +230,29 @@ class AuditSession:
         return {n: t.float().numpy() for n, t in zip(self.output_names, out)}
 
 
-# The decoder graph audited unless told otherwise: CoreML's default export (formats.py), the audit's consumer.
+# The graphs audited unless told otherwise: CoreML's default export (formats.py), the audit's consumer.
 AUDITED_DECODER_GRAPH = "reference"
+AUDITED_ENCODER_GRAPH = "reference"
 
 
-def _graphs(model, decoder: str = AUDITED_DECODER_GRAPH) -> dict[str, tuple[nn.Module, GraphSpec]]:
-    # A private copy: hooks never touch the caller's model. `decoder`: which decoder graph (graphs.DECODER_GRAPHS)
-    # is audited, so the magnitudes are those of the graph the export converts.
+def _graphs(model, decoder: str = AUDITED_DECODER_GRAPH,
+            encoder: str = AUDITED_ENCODER_GRAPH) -> dict[str, tuple[nn.Module, GraphSpec]]:
+    # A private copy: hooks never touch the caller's model. `decoder` / `encoder`: which graphs
+    # (graphs.DECODER_GRAPHS / ENCODER_GRAPHS) are audited, so the magnitudes are those of the graphs the export
+    # converts.
     model = copy.deepcopy(model).eval()
-    return {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (decoder_graph(model, decoder), spec.DECODER)}
+    return {"encoder": (encoder_graph(model, encoder), spec.ENCODER),
+            "decoder": (decoder_graph(model, decoder), spec.DECODER)}
 
 
-def measure_fp32_peaks(model, images: Sequence[np.ndarray], seed: int = 0,
-                       decoder: str = AUDITED_DECODER_GRAPH) -> dict[str, dict[str, LayerStat]]:
+def measure_fp32_peaks(model, images: Sequence[np.ndarray], seed: int = 0, decoder: str = AUDITED_DECODER_GRAPH,
+                       encoder: str = AUDITED_ENCODER_GRAPH) -> dict[str, dict[str, LayerStat]]:
     """{part: {module path: LayerStat}} of the fp32 graphs on real photos (decoder: seeded clicks, boxes).
 
     The encoder runs once per photo; the decoder on those photos' real embeddings with the calibration prompts of
     `pocketsam.export.calibration.decoder_calibration`.
     """
-    g = _graphs(model, decoder)
+    g = _graphs(model, decoder, encoder)
     enc = AuditSession(*g["encoder"], emulate=False)
     dec = AuditSession(*g["decoder"], emulate=False)
     decoder_calibration(enc, dec, images, seed=seed)
@@ -261,10 +265,10 @@ def flag_fp32_modules(stats: dict[str, LayerStat], headroom: float = HEADROOM) -
 
 
 def fp16_keep_list(model, images: Sequence[np.ndarray], headroom: float = HEADROOM,
-                   decoder: str = AUDITED_DECODER_GRAPH) -> dict[str, list[str]]:
-    """{part: modules to keep in fp32}: the audit's verdict, as the CoreML fp16 export consumes it (`decoder`: the
-    decoder graph that export converts)."""
-    peaks = measure_fp32_peaks(model, images, decoder=decoder)
+                   decoder: str = AUDITED_DECODER_GRAPH, encoder: str = AUDITED_ENCODER_GRAPH) -> dict[str, list[str]]:
+    """{part: modules to keep in fp32}: the audit's verdict, as the CoreML fp16 export consumes it (`decoder`,
+    `encoder`: the graphs that export converts)."""
+    peaks = measure_fp32_peaks(model, images, decoder=decoder, encoder=encoder)
     return {part: flag_fp32_modules(s, headroom) for part, s in peaks.items()}
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from pocketsam.runtime import spec
 
-from . import decoder_rewrite
+from . import decoder_rewrite, encoder_rewrite
 from .model import MobileSam
 
 
@@ -21,16 +21,35 @@ class EncoderGraph(nn.Module):
     -> image_embeddings 1x256x64x64.
 
     Normalization `(x - PIXEL_MEAN) / PIXEL_STD` happens inside, so the padding becomes exactly 0 as in SAM.
+
+    `fast=False` runs the model's upstream-shaped TinyViT: the PyTorch reference. `fast=True` (the TFLite and ONNX
+    default export, `--encoder-graph fast` for CoreML) runs `encoder_rewrite.FastTinyViT`: the same arithmetic with per-head
+    projections and NHWC-friendly layout changes, fewer copies under XNNPACK.
     """
 
-    def __init__(self, model: MobileSam) -> None:
+    def __init__(self, model: MobileSam, fast: bool = False) -> None:
         super().__init__()
+        self.fast = fast
         self.image_encoder = model.image_encoder
+        if fast:
+            self.fast_image_encoder = encoder_rewrite.FastTinyViT(model.image_encoder)
         self.register_buffer("pixel_mean", model.pixel_mean.detach().clone().view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", model.pixel_std.detach().clone().view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.image_encoder((image - self.pixel_mean) / self.pixel_std)
+        encoder = self.fast_image_encoder if self.fast else self.image_encoder  # construction-time constant
+        return encoder((image - self.pixel_mean) / self.pixel_std)
+
+
+# What `--encoder-graph` picks, as DECODER_GRAPHS below: "fast" (export/encoder_rewrite.py) or "reference".
+ENCODER_GRAPHS = ("fast", "reference")
+
+
+def encoder_graph(model: MobileSam, name: str) -> EncoderGraph:
+    """The encoder graph called `name` (one of ENCODER_GRAPHS) over `model`."""
+    if name not in ENCODER_GRAPHS:
+        raise ValueError(f"unknown encoder graph {name!r} (choose from {', '.join(ENCODER_GRAPHS)})")
+    return EncoderGraph(model, fast=name == "fast")
 
 
 # What `--decoder-graph` picks: "fast" (export/decoder_rewrite.py) or "reference", the upstream-shaped graph (the

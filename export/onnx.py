@@ -27,7 +27,6 @@ from pocketsam.runtime.spec import SPEC_VERSION, GraphSpec
 
 from .calibration import decoder_calibration, encoder_calibration
 from .formats import ExportJob
-from .graphs import EncoderGraph
 from .onnx_rewrite import skip_unused_mask_path
 from .quantize import ONNX_RECIPES, Precision, quantize_onnx
 
@@ -177,7 +176,7 @@ def _check_against_torch(module: torch.nn.Module, spec: GraphSpec, path: Path) -
 def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     """Write encoder.onnx and decoder.onnx into job.out_dir in their precisions; returns each part's input shapes."""
     model, tmp, step = job.model, job.out_dir, job.step
-    graphs = {"encoder": (EncoderGraph(model), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
+    graphs = {"encoder": (job.encoder_module(), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
     fp32: dict[str, Path] = {}
     for part, (module, graph) in graphs.items():
         step(f"tracing the {part} to ONNX")

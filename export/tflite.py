@@ -41,7 +41,7 @@ from pocketsam.runtime.tflite_ops import METADATA_PREFIX
 
 from .calibration import decoder_calibration, encoder_calibration
 from .formats import ExportJob
-from .graphs import DecoderGraph, EncoderGraph
+from .graphs import DecoderGraph
 from .onnx import ExportError, dummy_inputs
 from .reference import TorchSession
 from .tflite_quantize import quantize_tflite, recipe_for
@@ -241,7 +241,7 @@ def export_tflite_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     points, batch, cache = _options(job)
     batches = (1,) if batch is None else (1, batch)
     graphs = {
-        "encoder": (EncoderGraph(job.model), spec.ENCODER, (1,)),
+        "encoder": (job.encoder_module(), spec.ENCODER, (1,)),
         "decoder": (job.decoder_module(), spec.DECODER, batches),
     }
     fp32: dict[str, Path] = {}

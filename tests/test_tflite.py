@@ -67,13 +67,19 @@ def test_export_records_passing_parity(vit_t_tflite_bundles):
 
 
 def test_which_ops_stay_float(vit_t_tflite_bundles):
-    """fp32: all float. int8-dynamic: the encoder's FULLY_CONNECTED only are hybrid (its convs stay float, see
-    docs/tflite.md); the decoder's convs are hybrid and its FULLY_CONNECTED float. Full int8: its own test."""
+    """fp32: all float. int8-dynamic: the encoder's FULLY_CONNECTED and CONV_2D are hybrid but the patch
+    embedding's two convs and every depthwise conv stay float (docs/tflite.md); the decoder's convs are hybrid and
+    its FULLY_CONNECTED float. Full int8: its own test."""
     from pocketsam.runtime.tflite_ops import read_tflite
 
     kinds = {p: read_tflite(path / "encoder.tflite").by_compute() for p, path in vit_t_tflite_bundles.items()}
     assert set(kinds["fp32"]) == {"float"}
-    assert set(kinds["int8-dynamic"]["hybrid"]) == {"FULLY_CONNECTED"}
+    assert set(kinds["int8-dynamic"]["hybrid"]) == {"FULLY_CONNECTED", "CONV_2D"}
+    assert kinds["int8-dynamic"]["float"]["CONV_2D"] == 2  # the patch embedding
+    assert "DEPTHWISE_CONV_2D" in kinds["int8-dynamic"]["float"]
+    assert "DEPTHWISE_CONV_2D" not in kinds["int8-dynamic"]["hybrid"]
+    for path in vit_t_tflite_bundles.values():  # LiteRT's default encoder graph (export/encoder_rewrite.py)
+        assert load_bundle(path).manifest["encoder_graph"] == "fast"
     dec = read_tflite(vit_t_tflite_bundles["int8-dynamic"] / "decoder.tflite").by_compute()
     assert "FULLY_CONNECTED" in dec["float"] and "TRANSPOSE_CONV" in dec["hybrid"]
 
