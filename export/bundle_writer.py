@@ -129,7 +129,7 @@ def export_bundle(
     decoder_graph = decoder_graph or exporter.default_decoder_graph
     if decoder_graph not in DECODER_GRAPHS:
         raise BundleError(f"unknown decoder graph {decoder_graph!r} (choose from {', '.join(DECODER_GRAPHS)})")
-    encoder_graph = encoder_graph or exporter.default_encoder_graph
+    encoder_graph = encoder_graph or exporter.encoder_graph_for(encoder_precision)
     if encoder_graph not in ENCODER_GRAPHS:
         raise BundleError(f"unknown encoder graph {encoder_graph!r} (choose from {', '.join(ENCODER_GRAPHS)})")
     out = Path(out)

@@ -56,8 +56,13 @@ class FormatExporter:
     # it was measured faster (onnxruntime), the upstream-shaped one elsewhere (docs/performance.md).
     default_decoder_graph: str = "reference"
     # The same for the encoder (graphs.ENCODER_GRAPHS): fast where measured faster (LiteRT, onnxruntime), else the
-    # reference.
+    # reference; `encoder_graph_by_precision` overrides it for the encoder precisions measured otherwise.
     default_encoder_graph: str = "reference"
+    encoder_graph_by_precision: dict[str, str] = field(default_factory=dict)
+
+    def encoder_graph_for(self, precision: str) -> str:
+        """The encoder graph exported for `precision` unless --encoder-graph says otherwise."""
+        return self.encoder_graph_by_precision.get(precision, self.default_encoder_graph)
 
 
 def _onnx() -> FormatExporter:
@@ -93,6 +98,9 @@ def _tflite() -> FormatExporter:
         cannot_run_here=cannot_run_here,
         default_decoder_graph="reference",  # the fast graph measured slower under XNNPACK (75 vs 58 ms)
         default_encoder_graph="fast",  # LiteRT encoder ~15 % faster (docs/tflite.md)
+        # Full int8 puts QUANTIZE/DEQUANTIZE around every integer op: the fast graph's per-head projections triple
+        # them, and its encoder measured 1.9 s against 1.5 s for the upstream-shaped graph (docs/tflite.md).
+        encoder_graph_by_precision={"int8": "reference"},
     )
 
 
