@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite: also a batch-N decoder signature, for many prompts on one image")
     e.add_argument("--decoder-graph", choices=DECODER_GRAPHS,
                    help="fast: attention projections folded onto the prompt side, ~2x fewer multiply-adds "
-                        "(default for onnx); reference: the upstream-shaped decoder (default for tflite, coreml); "
+                        "(default for onnx, tflite); reference: the upstream-shaped decoder (default for coreml); "
                         "docs/performance.md")
     e.add_argument("--encoder-graph", choices=ENCODER_GRAPHS,
                    help="fast: per-head attention projections and NHWC-friendly layout, fewer copies under XNNPACK "

@@ -33,11 +33,12 @@ class ExportJob:
 
         return encoder_graph(self.model, self.encoder_graph)
 
-    def decoder_module(self):
-        """The decoder graph module to convert (`graphs.decoder_graph` of the job's model)."""
+    def decoder_module(self, einsum: bool = False):
+        """The decoder graph module to convert (`graphs.decoder_graph` of the job's model; `einsum`: LiteRT's
+        form of the fast graph's products)."""
         from .graphs import decoder_graph
 
-        return decoder_graph(self.model, self.decoder_graph)
+        return decoder_graph(self.model, self.decoder_graph, einsum)
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,12 @@ def _tflite() -> FormatExporter:
         calibrated=frozenset(p.value for p, r in TFLITE_RECIPES.items() if r.calibrated),
         export_parts=export_tflite_parts,
         cannot_run_here=cannot_run_here,
-        default_decoder_graph="reference",  # the fast graph measured slower under XNNPACK (75 vs 58 ms)
+        # fast, its image-side products as einsum (BATCH_MATMUL): 54 ms against 71 ms for the upstream-shaped
+        # decoder under XNNPACK (docs/tflite.md); as plain matmuls litert-torch made them slow FULLY_CONNECTEDs
+        default_decoder_graph="fast",
         default_encoder_graph="fast",  # LiteRT encoder ~15 % faster (docs/tflite.md)
         # Full int8 puts QUANTIZE/DEQUANTIZE around every integer op: the fast graph's per-head projections triple
-        # them, and its encoder measured 1.9 s against 1.5 s for the upstream-shaped graph (docs/tflite.md).
+        # them (encoder 0.91x eager against 1.07-1.20x for the upstream-shaped graph, docs/tflite.md).
         encoder_graph_by_precision={"int8": "reference"},
     )
 

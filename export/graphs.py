@@ -58,11 +58,12 @@ def encoder_graph(model: MobileSam, name: str) -> EncoderGraph:
 DECODER_GRAPHS = ("fast", "reference")
 
 
-def decoder_graph(model: MobileSam, name: str) -> "DecoderGraph":
-    """The decoder graph called `name` (one of DECODER_GRAPHS) over `model`."""
+def decoder_graph(model: MobileSam, name: str, einsum: bool = False) -> "DecoderGraph":
+    """The decoder graph called `name` (one of DECODER_GRAPHS) over `model` (`einsum`: the fast graph's image-side
+    attention products as einsum, for LiteRT; see `decoder_rewrite._scores`)."""
     if name not in DECODER_GRAPHS:
         raise ValueError(f"unknown decoder graph {name!r} (choose from {', '.join(DECODER_GRAPHS)})")
-    return DecoderGraph(model, fast=name == "fast")
+    return DecoderGraph(model, fast=name == "fast", einsum=einsum)
 
 
 class DecoderGraph(nn.Module):
@@ -80,13 +81,13 @@ class DecoderGraph(nn.Module):
       iou_predictions: Bx4.
     No resize to the original image size here: that is the runtime's numpy post-processing.
 
-    `fast=False` runs the model's upstream-shaped modules: the PyTorch reference. `fast=True` (ONNX's default export,
-    `--decoder-graph fast` elsewhere) runs `decoder_rewrite`: the same function with the attention projections moved
+    `fast=False` runs the model's upstream-shaped modules: the PyTorch reference. `fast=True` (the ONNX and TFLite default
+    export, `--decoder-graph fast` for CoreML) runs `decoder_rewrite`: the same function with the attention projections moved
     to the prompt side and the upscaling on tokens, ~2x fewer multiply-adds; parity with the reference is tested
     like any other conversion.
     """
 
-    def __init__(self, model: MobileSam, fast: bool = False) -> None:
+    def __init__(self, model: MobileSam, fast: bool = False, einsum: bool = False) -> None:
         super().__init__()
         self.fast = fast
         pe = model.prompt_encoder
@@ -94,7 +95,8 @@ class DecoderGraph(nn.Module):
         self.mask_downscaling = pe.mask_downscaling
         self.mask_decoder = model.mask_decoder
         if fast:
-            self.fast_mask_decoder = decoder_rewrite.FastMaskDecoder(model.mask_decoder, pe.image_embedding_size)
+            self.fast_mask_decoder = decoder_rewrite.FastMaskDecoder(model.mask_decoder, pe.image_embedding_size,
+                                                                     einsum)
         self.num_point_embeddings = pe.num_point_embeddings
         self.image_size = float(spec.IMAGE_SIZE)
         # Parameters shared with the model (no copies): the graph sees later weight changes and `.half()`.

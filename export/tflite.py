@@ -242,7 +242,8 @@ def export_tflite_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     batches = (1,) if batch is None else (1, batch)
     graphs = {
         "encoder": (job.encoder_module(), spec.ENCODER, (1,)),
-        "decoder": (job.decoder_module(), spec.DECODER, batches),
+        # einsum: litert-torch turns the fast graph's `a @ k^T` into FULLY_CONNECTED with activation weights
+        "decoder": (job.decoder_module(einsum=True), spec.DECODER, batches),
     }
     fp32: dict[str, Path] = {}
     for part, (module, graph, part_batches) in graphs.items():

@@ -182,8 +182,8 @@ TFLITE_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
     ),
 }
 
-# The decoder's own recipes where they differ, for the upstream-shaped decoder graph (LiteRT's default: the fast
-# graph measured slower under XNNPACK, docs/tflite.md). Its int8 FULLY_CONNECTED layers (even the per-pixel ones)
+# The decoder's own recipes where they differ, for the upstream-shaped decoder graph (`--decoder-graph reference`;
+# LiteRT's default until session 3, docs/tflite.md). Its int8 FULLY_CONNECTED layers (even the per-pixel ones)
 # cost 0.06 of decoder mask IoU on the synthetic weights (0.90 with all of them, 0.94 with min_rows=1024), its
 # convs 0.027 (0.973 alone): int8-dynamic quantizes the convs (mask downscaling and upscaling) only.
 DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
@@ -204,7 +204,7 @@ DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {
     ),
 }
 
-# The same for the fast decoder graph (`--decoder-graph fast`). It has no image-side projections left (they are
+# The same for the fast decoder graph (LiteRT's default). It has no image-side projections left (they are
 # folded onto the prompt side) and does the upscaling as two FULLY_CONNECTED on 4096 / 16384 rows: with
 # min_rows=1024, FULLY_CONNECTED + convs quantizes exactly the upscaling again (and the mask-input convs).
 FAST_DECODER_RECIPES: dict[TflitePrecision, TfliteRecipe] = {

@@ -53,19 +53,27 @@ GPU_SUPPORTED = frozenset(
 )
 
 # NNAPI: the builtin ops the TFLite NNAPI delegate maps to an NNAPI operation (tensorflow/lite/delegates/nnapi/
-# nnapi_delegate.cc, NNAPIDelegateKernel::Validate), with the lowest Android API level at which it does. NNAPI is
-# deprecated since Android 15; vendors' drivers may still refuse an op they do not implement.
+# nnapi_delegate.cc, NNAPIDelegateKernel::Validate), with the lowest Android API level at which it does; checked
+# case by case against tensorflow/tensorflow@acdcab50 in session 3. Not there: GELU, BROADCAST_TO, SELECT_V2, and
+# BATCH_MATMUL (later releases accept it only at NNAPI runtime feature level 6 and only when a target accelerator
+# is named), COS (later releases: API 29). NNAPI is deprecated since Android 15; vendors' drivers may still refuse
+# an op they do not implement, and per-op conditions (rank <= 4, constant shapes, types) are not checked here.
 NNAPI_MIN_API: dict[str, int] = {
     **dict.fromkeys(
-        "ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEQUANTIZE FULLY_CONNECTED LOGISTIC "
-        "MAX_POOL_2D MUL RELU RELU6 RESHAPE RESIZE_BILINEAR SOFTMAX TANH".split(), 27),
-    **dict.fromkeys("DIV MEAN PAD SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB TRANSPOSE".split(), 28),
+        "ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE DEQUANTIZE EMBEDDING_LOOKUP "
+        "FLOOR FULLY_CONNECTED HARD_SWISH HASHTABLE_LOOKUP L2_NORMALIZATION L2_POOL_2D LOCAL_RESPONSE_NORMALIZATION "
+        "LOGISTIC LSH_PROJECTION MAX_POOL_2D MUL RELU RELU6 RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR RNN SOFTMAX "
+        "SPACE_TO_DEPTH TANH".split(), 27),
     **dict.fromkeys(
-        "ABS CAST EQUAL EXP GATHER GREATER GREATER_EQUAL HARD_SWISH LESS LESS_EQUAL LOG MAXIMUM MINIMUM NEG "
-        "NOT_EQUAL PACK POW PRELU QUANTIZE REDUCE_MAX REDUCE_MIN RESIZE_NEAREST_NEIGHBOR RSQRT SELECT SELECT_V2 "
-        "SIN SLICE SPLIT SQRT SUM TILE TRANSPOSE_CONV".split(), 29),
-    **dict.fromkeys("ELU FILL".split(), 30),
-    **dict.fromkeys("BATCH_MATMUL".split(), 31),
+        "BATCH_TO_SPACE_ND DIV LSTM MEAN PAD PADV2 SPACE_TO_BATCH_ND SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB "
+        "SVDF TRANSPOSE".split(), 28),
+    **dict.fromkeys(
+        "ABS ARG_MAX ARG_MIN BIDIRECTIONAL_SEQUENCE_LSTM CAST EQUAL EXP EXPAND_DIMS GATHER GREATER GREATER_EQUAL "
+        "LEAKY_RELU LESS LESS_EQUAL LOG LOGICAL_AND LOGICAL_NOT LOGICAL_OR LOG_SOFTMAX MAXIMUM MINIMUM NEG "
+        "NOT_EQUAL POW PRELU QUANTIZE REDUCE_ANY REDUCE_MAX REDUCE_MIN REDUCE_PROD RESIZE_NEAREST_NEIGHBOR RSQRT "
+        "SELECT SIN SLICE SPLIT SQRT SUM TILE TOPK_V2 TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM "
+        "UNIDIRECTIONAL_SEQUENCE_RNN".split(), 29),
+    **dict.fromkeys("DENSIFY ELU FILL PACK SPLIT_V".split(), 30),
 }
 NNAPI_SUPPORTED = frozenset(NNAPI_MIN_API)
 
