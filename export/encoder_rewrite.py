@@ -1,10 +1,10 @@
 """The TinyViT encoder rewritten for LiteRT/XNNPACK, with the model's own parameters: same function, fewer copies.
 
-The fast encoder graph (`EncoderGraph(model, fast=True)`, exported by default for TFLite) runs this instead of the
-upstream-shaped `pocketsam.export.model.tiny_vit` modules, which stay the PyTorch reference every bundle is
-verified against. Every change is a reordering of the same arithmetic (parity is tested like any conversion).
+The fast encoder graph (`EncoderGraph(model, fast=True)`, exported by default for TFLite and ONNX) runs this
+instead of the upstream-shaped `pocketsam.export.model.tiny_vit` modules, which stay the PyTorch reference every
+bundle is verified against. Every change is a reordering of the same arithmetic (parity is tested like any conversion).
 
-Why (measured with `python -m pocketsam.benchmarks.tflite_profile`, docs/tflite.md): in the upstream-shaped graph
+Why (measured with `pocketsam profile`, docs/performance.md §5): in the upstream-shaped graph
 ~20 % of the LiteRT encoder's time was layout copies (TRANSPOSE, RESHAPE, SLICE) around the products, not the
 products themselves:
 
@@ -19,8 +19,9 @@ products themselves:
 
 Per-block LiteRT latency, 2 threads (isolated blocks, upstream-shaped -> this): stage 1 83 -> 59 ms, stage 2
 35 -> 29 ms, stage 3 106 -> 85 ms; whole encoder ~15 % faster. onnxruntime gains less (5-9 %: it already fuses
-the reshapes and transposes away), but gains: both export it by default; CoreML keeps the upstream-shaped graph
-until it is measured on a Mac (`FormatExporter.default_encoder_graph`).
+the reshapes and transposes away), but gains: both export it by default, except TFLite full int8 (its
+QUANTIZE/DEQUANTIZE islands triple around per-head projections); CoreML keeps the upstream-shaped graph until it
+is measured on a Mac (`FormatExporter.default_encoder_graph`, `encoder_graph_by_precision`).
 """
 
 from __future__ import annotations

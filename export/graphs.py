@@ -23,8 +23,8 @@ class EncoderGraph(nn.Module):
     Normalization `(x - PIXEL_MEAN) / PIXEL_STD` happens inside, so the padding becomes exactly 0 as in SAM.
 
     `fast=False` runs the model's upstream-shaped TinyViT: the PyTorch reference. `fast=True` (the TFLite and ONNX
-    default export, `--encoder-graph fast` for CoreML) runs `encoder_rewrite.FastTinyViT`: the same arithmetic with per-head
-    projections and NHWC-friendly layout changes, fewer copies under XNNPACK.
+    default export but TFLite full int8, `--encoder-graph fast` for CoreML) runs `encoder_rewrite.FastTinyViT`: the
+    same arithmetic with per-head projections and NHWC-friendly layout changes, fewer copies under XNNPACK.
     """
 
     def __init__(self, model: MobileSam, fast: bool = False) -> None:
@@ -81,10 +81,11 @@ class DecoderGraph(nn.Module):
       iou_predictions: Bx4.
     No resize to the original image size here: that is the runtime's numpy post-processing.
 
-    `fast=False` runs the model's upstream-shaped modules: the PyTorch reference. `fast=True` (the ONNX and TFLite default
-    export, `--decoder-graph fast` for CoreML) runs `decoder_rewrite`: the same function with the attention projections moved
-    to the prompt side and the upscaling on tokens, ~2x fewer multiply-adds; parity with the reference is tested
-    like any other conversion.
+    `fast=False` runs the model's upstream-shaped modules: the PyTorch reference. `fast=True` (the ONNX and TFLite
+    default export, `--decoder-graph fast` for CoreML) runs `decoder_rewrite`: the same function with the attention
+    projections moved to the prompt side and the upscaling on tokens, ~2x fewer multiply-adds; parity with the
+    reference is tested like any other conversion. `einsum`: its image-side products as einsum (the TFLite export's
+    form, see `decoder_rewrite._scores`).
     """
 
     def __init__(self, model: MobileSam, fast: bool = False, einsum: bool = False) -> None:
