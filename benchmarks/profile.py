@@ -21,16 +21,17 @@ import collections
 import copy
 import json
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from pocketsam.runtime import spec
 from pocketsam.runtime.bundle import Bundle, load_bundle
 from pocketsam.runtime.errors import PocketSamError
+
+from .harness import SETTLE_S, Stats, interleaved
 
 
 class ProfileError(PocketSamError, RuntimeError):
@@ -93,16 +94,10 @@ class Profile:
                 "rows": [{**asdict(r), "total_ms": r.total_ms} for r in self.rows]}
 
 
-def _median_ms(fn, runs: int, settle_s: float = 0.0) -> float:
-    fn()  # warm-up (allocations, XNNPACK weight packing)
-    ts = []
-    for _ in range(runs):
-        if settle_s:
-            time.sleep(settle_s)
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts)) * 1e3
+def _median_ms(fn: Callable[[], object], runs: int, settle_s: float = 0.0) -> float:
+    """Median ms of `fn` after one warm-up call (allocations, XNNPACK weight packing): the harness's timing loop.
+    The whole graph gets the harness's settling pause; isolated ops, timed alone and back to back, get none."""
+    return Stats.of(interleaved({"fn": fn}, warmup=1, runs=runs, settle_s=settle_s)["fn"]).median_ms
 
 
 # --- LiteRT: one-op models ---------------------------------------------------------------------------------------
@@ -172,7 +167,7 @@ def profile_tflite(path: str | Path, threads: int = 2, runs: int = 5, signature_
     rng = np.random.default_rng(0)
     whole = _litert_interpreter(str(path), None, threads)
     _random_feed(whole, rng)
-    graph_ms = _median_ms(whole.invoke, runs, settle_s=0.2)
+    graph_ms = _median_ms(whole.invoke, runs, settle_s=SETTLE_S)
     del whole
 
     model = flatbuffer_utils.read_model(str(path))
@@ -231,7 +226,7 @@ def profile_onnx(path: str | Path, graph: spec.GraphSpec, threads: int = 2, runs
     plain = ort.SessionOptions()
     plain.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"])
-    graph_ms = _median_ms(lambda: sess.run(None, feeds), runs, settle_s=0.2)
+    graph_ms = _median_ms(lambda: sess.run(None, feeds), runs, settle_s=SETTLE_S)
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
