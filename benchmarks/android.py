@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from pocketsam.runtime import spec
 from pocketsam.runtime.bundle import load_bundle
 from pocketsam.runtime.errors import BackendError
 
@@ -290,6 +291,11 @@ def bench_android(bundles: Sequence[Path], parts: Sequence[str], cfg: AndroidCon
         for b, part, tool, remote_model in jobs:
             adb.shell(f"mkdir -p {cfg.remote_dir}/{b.root.name}")
             adb.push(b.part(part).path, remote_model)
+            if (tool == "onnxruntime_perf_test" and part == "decoder"
+                    and spec.has_image_cache(list(b.manifest["parts"]["decoder"].get("shapes", {})))):
+                warnings.warn(f"{b.root.name} decoder: onnxruntime_perf_test -I feeds random inputs, so the image "
+                              "cache's use_image_cache flag is random too: the row mixes clicks that read the cache "
+                              "and clicks that compute it (time the decoder in place with the local target)")
             for delegate in delegates:
                 bar.update()
                 if tool == "onnxruntime_perf_test" and delegate == "gpu":

@@ -377,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/performance.md")
     e.add_argument("--encoder-graph", choices=ENCODER_GRAPHS,
                    help="fast: per-head attention projections and NHWC-friendly layout, fewer copies under XNNPACK "
-                        "(default for tflite, onnx); reference: the upstream-shaped TinyViT (default for coreml); "
-                        "docs/tflite.md")
+                        "(default for tflite, onnx); fast-grouped: the same with q/k/v projections grouped over heads "
+                        "(default for tflite int8-dynamic); reference: the upstream-shaped TinyViT (default for "
+                        "coreml, tflite int8); docs/performance.md")
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     e.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -27,18 +27,20 @@ class ExportJob:
     decoder_graph: str = "fast"  # one of graphs.DECODER_GRAPHS (export_bundle passes the format's default)
     encoder_graph: str = "reference"  # one of graphs.ENCODER_GRAPHS (likewise)
 
-    def encoder_module(self):
-        """The encoder graph module to convert (`graphs.encoder_graph` of the job's model)."""
+    def encoder_module(self, same_stride2: bool = False):
+        """The encoder graph module to convert (`graphs.encoder_graph` of the job's model; `same_stride2`: LiteRT's
+        form of the fast graphs' stride-2 convs)."""
         from .graphs import encoder_graph
 
-        return encoder_graph(self.model, self.encoder_graph)
+        return encoder_graph(self.model, self.encoder_graph, same_stride2)
 
-    def decoder_module(self, einsum: bool = False):
-        """The decoder graph module to convert (`graphs.decoder_graph` of the job's model; `einsum`: LiteRT's
-        form of the fast graph's products)."""
+    def decoder_module(self, rewrite=None):
+        """The decoder graph module to convert (`graphs.decoder_graph` of the job's model; `rewrite`: the target
+        engine's form of the fast graph's products, a `decoder_rewrite.DecoderRewrite`, default the plain one)."""
+        from .decoder_rewrite import DecoderRewrite
         from .graphs import decoder_graph
 
-        return decoder_graph(self.model, self.decoder_graph, einsum)
+        return decoder_graph(self.model, self.decoder_graph, rewrite or DecoderRewrite())
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ def _tflite() -> FormatExporter:
         default_encoder_graph="fast",  # LiteRT encoder ~15 % faster (docs/tflite.md)
         # Full int8 puts QUANTIZE/DEQUANTIZE around every integer op: the fast graph's per-head projections triple
         # them (encoder 0.91x eager against 1.07-1.20x for the upstream-shaped graph, docs/tflite.md).
-        encoder_graph_by_precision={"int8": "reference"},
+        # int8-dynamic quantizes every FULLY_CONNECTED's input on the fly: grouped q/k/v projections quantize each
+        # window tensor 3 times instead of 3 x heads (encoder 288 -> 266 ms, docs/performance.md §6).
+        encoder_graph_by_precision={"int8": "reference", "int8-dynamic": "fast-grouped"},
     )
 
 

@@ -24,15 +24,17 @@ class EncoderGraph(nn.Module):
 
     `fast=False` runs the model's upstream-shaped TinyViT: the PyTorch reference. `fast=True` (the TFLite and ONNX
     default export but TFLite full int8, `--encoder-graph fast` for CoreML) runs `encoder_rewrite.FastTinyViT`: the
-    same arithmetic with per-head projections and NHWC-friendly layout changes, fewer copies under XNNPACK.
+    same arithmetic with per-head projections and NHWC-friendly layout changes, fewer copies under XNNPACK;
+    `rewrite` picks its variants (`encoder_rewrite.EncoderRewrite`).
     """
 
-    def __init__(self, model: MobileSam, fast: bool = False) -> None:
+    def __init__(self, model: MobileSam, fast: bool = False,
+                 rewrite: encoder_rewrite.EncoderRewrite = encoder_rewrite.EncoderRewrite()) -> None:
         super().__init__()
         self.fast = fast
         self.image_encoder = model.image_encoder
         if fast:
-            self.fast_image_encoder = encoder_rewrite.FastTinyViT(model.image_encoder)
+            self.fast_image_encoder = encoder_rewrite.FastTinyViT(model.image_encoder, rewrite)
         self.register_buffer("pixel_mean", model.pixel_mean.detach().clone().view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", model.pixel_std.detach().clone().view(1, 3, 1, 1), persistent=False)
 
@@ -41,15 +43,18 @@ class EncoderGraph(nn.Module):
         return encoder((image - self.pixel_mean) / self.pixel_std)
 
 
-# What `--encoder-graph` picks, as DECODER_GRAPHS below: "fast" (export/encoder_rewrite.py) or "reference".
-ENCODER_GRAPHS = ("fast", "reference")
+# What `--encoder-graph` picks, as DECODER_GRAPHS below: "fast" (export/encoder_rewrite.py), "fast-grouped" (the
+# same with the q, k, v projections grouped over heads: `EncoderRewrite.grouped_qkv`) or "reference".
+ENCODER_GRAPHS = ("fast", "fast-grouped", "reference")
 
 
-def encoder_graph(model: MobileSam, name: str) -> EncoderGraph:
-    """The encoder graph called `name` (one of ENCODER_GRAPHS) over `model`."""
+def encoder_graph(model: MobileSam, name: str, same_stride2: bool = False) -> EncoderGraph:
+    """The encoder graph called `name` (one of ENCODER_GRAPHS) over `model` (`same_stride2`: the fast graphs'
+    cheap stride-2 convs as SAME convs, for LiteRT; see `encoder_rewrite.EncoderRewrite`)."""
     if name not in ENCODER_GRAPHS:
         raise ValueError(f"unknown encoder graph {name!r} (choose from {', '.join(ENCODER_GRAPHS)})")
-    return EncoderGraph(model, fast=name == "fast")
+    rewrite = encoder_rewrite.EncoderRewrite(grouped_qkv=name == "fast-grouped", same_stride2=same_stride2)
+    return EncoderGraph(model, fast=name != "reference", rewrite=rewrite)
 
 
 # What `--decoder-graph` picks: "fast" (export/decoder_rewrite.py) or "reference", the upstream-shaped graph (the
@@ -58,12 +63,13 @@ def encoder_graph(model: MobileSam, name: str) -> EncoderGraph:
 DECODER_GRAPHS = ("fast", "reference")
 
 
-def decoder_graph(model: MobileSam, name: str, einsum: bool = False) -> "DecoderGraph":
-    """The decoder graph called `name` (one of DECODER_GRAPHS) over `model` (`einsum`: the fast graph's image-side
-    attention products as einsum, for LiteRT; see `decoder_rewrite._scores`)."""
+def decoder_graph(model: MobileSam, name: str,
+                  rewrite: decoder_rewrite.DecoderRewrite = decoder_rewrite.DecoderRewrite()) -> "DecoderGraph":
+    """The decoder graph called `name` (one of DECODER_GRAPHS) over `model` (`rewrite`: how the fast graph writes
+    its products for the target engine, `decoder_rewrite.DecoderRewrite`)."""
     if name not in DECODER_GRAPHS:
         raise ValueError(f"unknown decoder graph {name!r} (choose from {', '.join(DECODER_GRAPHS)})")
-    return DecoderGraph(model, fast=name == "fast", einsum=einsum)
+    return DecoderGraph(model, fast=name == "fast", rewrite=rewrite)
 
 
 class DecoderGraph(nn.Module):
@@ -84,11 +90,12 @@ class DecoderGraph(nn.Module):
     `fast=False` runs the model's upstream-shaped modules: the PyTorch reference. `fast=True` (the ONNX and TFLite
     default export, `--decoder-graph fast` for CoreML) runs `decoder_rewrite`: the same function with the attention
     projections moved to the prompt side and the upscaling on tokens, ~2x fewer multiply-adds; parity with the
-    reference is tested like any other conversion. `einsum`: its image-side products as einsum (the TFLite export's
-    form, see `decoder_rewrite._scores`).
+    reference is tested like any other conversion. `rewrite`: how it writes its products for the target engine
+    (`decoder_rewrite.DecoderRewrite`).
     """
 
-    def __init__(self, model: MobileSam, fast: bool = False, einsum: bool = False) -> None:
+    def __init__(self, model: MobileSam, fast: bool = False,
+                 rewrite: decoder_rewrite.DecoderRewrite | None = None) -> None:
         super().__init__()
         self.fast = fast
         pe = model.prompt_encoder
@@ -97,7 +104,7 @@ class DecoderGraph(nn.Module):
         self.mask_decoder = model.mask_decoder
         if fast:
             self.fast_mask_decoder = decoder_rewrite.FastMaskDecoder(model.mask_decoder, pe.image_embedding_size,
-                                                                     einsum)
+                                                                     rewrite or decoder_rewrite.DecoderRewrite())
         self.num_point_embeddings = pe.num_point_embeddings
         self.image_size = float(spec.IMAGE_SIZE)
         # Parameters shared with the model (no copies): the graph sees later weight changes and `.half()`.
@@ -105,6 +112,8 @@ class DecoderGraph(nn.Module):
         self.point_embeddings = pe.point_embeddings
         self.no_mask_embed = pe.no_mask_embed
         self._dense_pe_size = pe.image_embedding_size
+        # forward returns the image cache after the masks (`decoder_rewrite.ImageCache`; the ONNX export's form)
+        self.image_cache = fast and (rewrite or decoder_rewrite.DecoderRewrite()).image_cache
 
     def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
         """BxNx2 coords (1024 frame), BxN labels -> BxNx256 sparse embeddings, by arithmetic on the labels."""

@@ -25,9 +25,10 @@ from pocketsam.runtime.backends import open_session
 from pocketsam.runtime.errors import PocketSamError
 from pocketsam.runtime.spec import SPEC_VERSION, GraphSpec
 
+from . import decoder_rewrite
 from .calibration import decoder_calibration, encoder_calibration
 from .formats import ExportJob
-from .onnx_rewrite import skip_unused_mask_path
+from .onnx_rewrite import cache_image_stage, skip_unused_mask_path
 from .quantize import ONNX_RECIPES, Precision, quantize_onnx
 
 # Opset 17: the first with a native LayerNormalization (one fused op instead of ~9, faster in ONNX Runtime and
@@ -176,7 +177,13 @@ def _check_against_torch(module: torch.nn.Module, spec: GraphSpec, path: Path) -
 def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     """Write encoder.onnx and decoder.onnx into job.out_dir in their precisions; returns each part's input shapes."""
     model, tmp, step = job.model, job.out_dir, job.step
-    graphs = {"encoder": (job.encoder_module(), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
+    # The decoder's products as onnxruntime runs them fastest (decoder_rewrite.ONNXRUNTIME, docs/performance.md §6).
+    # With the image cache it is traced with the cache as extra outputs; after quantization they become the cache
+    # I/O of spec.DECODER_CACHED (onnx_rewrite.cache_image_stage).
+    decoder = job.decoder_module(decoder_rewrite.ONNXRUNTIME)
+    traced = (spec.GraphSpec("decoder", spec.DECODER.inputs, spec.DECODER.outputs + spec.IMAGE_CACHE)
+              if decoder.image_cache else spec.DECODER)
+    graphs = {"encoder": (job.encoder_module(), spec.ENCODER), "decoder": (decoder, traced)}
     fp32: dict[str, Path] = {}
     for part, (module, graph) in graphs.items():
         step(f"tracing the {part} to ONNX")
@@ -190,12 +197,16 @@ def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
             if part == "encoder":
                 feeds = encoder_calibration(job.calibration)
             else:
-                dec = open_session("onnxruntime", fp32["decoder"], spec.DECODER)
+                dec = open_session("onnxruntime", fp32["decoder"], traced)
                 feeds = decoder_calibration(enc, dec, job.calibration, seed=0)
         quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds)
         if part == "decoder":
             final = tmp / f"{part}.onnx"
-            onnx.save(skip_unused_mask_path(onnx.load(str(final))), str(final))
+            rewritten = skip_unused_mask_path(onnx.load(str(final)))
+            if decoder.image_cache:
+                rewritten = cache_image_stage(rewritten)
+            onnx.save(rewritten, str(final))
     for path in fp32.values():
         path.unlink()
-    return {part: {t.name: list(t.shape) for t in g.inputs} for part, (_, g) in graphs.items()}
+    written = {"encoder": spec.ENCODER, "decoder": spec.DECODER_CACHED if decoder.image_cache else spec.DECODER}
+    return {part: {t.name: list(t.shape) for t in g.inputs} for part, g in written.items()}

@@ -39,6 +39,7 @@ from pocketsam.runtime.errors import PocketSamError
 from pocketsam.runtime.spec import GraphSpec
 from pocketsam.runtime.tflite_ops import METADATA_PREFIX
 
+from . import decoder_rewrite
 from .calibration import decoder_calibration, encoder_calibration
 from .formats import ExportJob
 from .graphs import DecoderGraph
@@ -241,9 +242,10 @@ def export_tflite_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     points, batch, cache = _options(job)
     batches = (1,) if batch is None else (1, batch)
     graphs = {
-        "encoder": (job.encoder_module(), spec.ENCODER, (1,)),
+        # same_stride2: litert-torch writes a stride-2 conv's padding as a PAD op that copies the whole input
+        "encoder": (job.encoder_module(same_stride2=True), spec.ENCODER, (1,)),
         # einsum: litert-torch turns the fast graph's `a @ k^T` into FULLY_CONNECTED with activation weights
-        "decoder": (job.decoder_module(einsum=True), spec.DECODER, batches),
+        "decoder": (job.decoder_module(decoder_rewrite.LITERT), spec.DECODER, batches),
     }
     fp32: dict[str, Path] = {}
     for part, (module, graph, part_batches) in graphs.items():

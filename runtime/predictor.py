@@ -1,7 +1,9 @@
 """`Predictor`: segment-anything's `SamPredictor` over any pair of Sessions (numpy in, numpy out, no torch).
 
 The encoder runs once per image (`set_image`); every click (`predict`) runs only the decoder plus the cached
-post-processing. Prompts reach the decoder graph exactly as upstream's PromptEncoder would see them: the points,
+post-processing. A decoder with the image cache (`spec.DECODER_CACHED`, the ONNX export) returns the image-only
+part of its work on the first click and is handed it back on every later click of that image without a mask
+input. Prompts reach the decoder graph exactly as upstream's PromptEncoder would see them: the points,
 then the box corners (labels 2 and 3); when points come without a box, one (0, 0) point labelled -1 (upstream's
 `pad`) is appended; a mask-only prompt has no point tokens at all.
 """
@@ -13,14 +15,18 @@ import numpy as np
 from .errors import InvalidImageError, InvalidPromptError, PocketSamError
 from .session import Session
 from .spec import (
+    CACHED_INPUT_PREFIX,
     DECODER,
     ENCODER,
+    IMAGE_CACHE,
+    USE_IMAGE_CACHE,
     LABEL_BOX_BOTTOM_RIGHT,
     LABEL_BOX_TOP_LEFT,
     LABEL_PAD,
     LOW_RES_MASK_SIZE,
     MULTIMASK_SLICE,
     SINGLE_MASK_SLICE,
+    has_image_cache,
 )
 from .transforms import (
     Size,
@@ -44,6 +50,9 @@ _DEC_EMBEDDINGS, _DEC_COORDS, _DEC_LABELS, _DEC_MASK, _DEC_HAS_MASK = DECODER.in
 _DEC_LOW_RES, _DEC_IOU = DECODER.output_names
 
 _BOX_LABELS = np.array([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT], dtype=np.float32)
+# The image cache's feeds when there is none to give: empty along the batch axis, and the flag off.
+_NO_CACHE = {CACHED_INPUT_PREFIX + t.name: np.zeros((0, *t.shape[1:]), dtype=np.float32) for t in IMAGE_CACHE}
+_USE_CACHE = {True: np.ones((1,), np.float32), False: np.zeros((1,), np.float32)}
 
 
 class ImageNotSetError(PocketSamError, RuntimeError):
@@ -118,6 +127,7 @@ class Predictor:
         """Forget the current image (and its embedding)."""
         self.is_image_set = False
         self.features: np.ndarray | None = None
+        self._image_cache: dict[str, np.ndarray] | None = None  # the decoder's, filled by an image's first click
         self.original_size: Size | None = None
         self.input_size: Size | None = None
 
@@ -259,7 +269,17 @@ class Predictor:
             _DEC_MASK: masks_in if masks_in is not None else np.zeros((batch, 1, s, s), dtype=np.float32),
             _DEC_HAS_MASK: np.full((batch,), 0.0 if masks_in is None else 1.0, dtype=np.float32),
         }
+        # The decoder is looked at on every call, not once: benchmarks and calibration swap it for a wrapper.
+        cached_io = has_image_cache(self.decoder.input_names)
+        use_cache = cached_io and masks_in is None and self._image_cache is not None
+        if cached_io:
+            feeds.update(self._image_cache if use_cache else _NO_CACHE)
+            feeds[USE_IMAGE_CACHE.name] = _USE_CACHE[use_cache]
         out = self.decoder.run(feeds)
+        if cached_io and not use_cache and masks_in is None:
+            # Without a mask input every prompt of the batch computed the same cache: keep one.
+            self._image_cache = {CACHED_INPUT_PREFIX + t.name: np.ascontiguousarray(out[t.name][:1])
+                                 for t in IMAGE_CACHE}
         lo, hi = MULTIMASK_SLICE if multimask_output else SINGLE_MASK_SLICE
         low_res = np.asarray(out[_DEC_LOW_RES], dtype=np.float32)[:, lo:hi]
         scores = np.asarray(out[_DEC_IOU], dtype=np.float32)[:, lo:hi]

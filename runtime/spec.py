@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Union
 
 # Bumped whenever a graph's I/O or a pre/post constant changes: a bundle written under another version is refused.
-SPEC_VERSION = "1"
+# 2: decoders may carry the image cache (IMAGE_CACHE, DECODER_CACHED).
+SPEC_VERSION = "2"
 
 # --- pre-processing (segment-anything's Sam defaults; MobileSAM keeps them) ---------------------------------
 IMAGE_SIZE = 1024  # longest side after ResizeLongestSide; the encoder sees IMAGE_SIZE x IMAGE_SIZE
@@ -154,7 +155,46 @@ DECODER = GraphSpec(
     ),
 )
 
+# --- the decoder's image cache (optional decoder I/O) -----------------------------------------------------------
+# Part of the decoder's first layer depends on the image alone (export/decoder_rewrite.py, `ImageCache`). A decoder
+# exported with the cache (ONNX) returns that part as extra outputs and takes it back as inputs: the Predictor keeps
+# it per image, so the first click on an image computes it (use_image_cache 0: the outputs are filled) and every
+# later click without a mask input reads it (use_image_cache 1: the outputs are empty, axis 0 of length 0). A mask
+# input changes the dense embedding the cache holds, so such a click computes it again (and it is not kept).
+# MobileSAM's cross attentions: 8 heads of 16 channels (256 / downsample rate 2); the exporter checks the model.
+DECODER_ATTENTION_HEADS = 8
+DECODER_ATTENTION_HEAD_DIM = 16
+_TOKENS = EMBED_SIZE * EMBED_SIZE
+IMAGE_CACHE = (
+    TensorSpec("image_tokens", ("cache_batch", _TOKENS, EMBED_DIM), "float32",
+               "image embedding + dense prompt embedding as row-major (y, x) tokens"),
+    TensorSpec("t2i_keys", ("cache_batch", DECODER_ATTENTION_HEADS, DECODER_ATTENTION_HEAD_DIM, _TOKENS), "float32",
+               "first layer's token->image key projection of tokens + positional encoding, per head, transposed"),
+    TensorSpec("t2i_values", ("cache_batch", DECODER_ATTENTION_HEADS, _TOKENS, DECODER_ATTENTION_HEAD_DIM), "float32",
+               "first layer's token->image value projection of the tokens, per head"),
+    TensorSpec("i2t_queries", ("cache_batch", _TOKENS, DECODER_ATTENTION_HEADS * DECODER_ATTENTION_HEAD_DIM),
+               "float32", "first layer's image->token query projection of tokens + positional encoding, scaled"),
+)
+CACHED_INPUT_PREFIX = "cached_"  # the cache fed back: input `cached_<name>` for output `<name>`
+USE_IMAGE_CACHE = TensorSpec("use_image_cache", (1,), "float32",
+                             "1.0: read the cached_* inputs (outputs empty); 0.0: compute the cache and return it")
+DECODER_CACHED = GraphSpec(
+    name="decoder",
+    inputs=DECODER.inputs
+    + tuple(TensorSpec(CACHED_INPUT_PREFIX + t.name, t.shape, t.dtype, "an earlier call's " + t.name)
+            for t in IMAGE_CACHE)
+    + (USE_IMAGE_CACHE,),
+    outputs=DECODER.outputs + IMAGE_CACHE,
+)
+
 GRAPHS: dict[str, GraphSpec] = {"encoder": ENCODER, "decoder": DECODER}
+# Every I/O a model file of each part may have (the first is the part's spec; check_io_names accepts any).
+IO_VARIANTS: dict[str, tuple[GraphSpec, ...]] = {"encoder": (ENCODER,), "decoder": (DECODER, DECODER_CACHED)}
+
+
+def has_image_cache(input_names: list[str]) -> bool:
+    """Whether a decoder with these inputs takes the image cache (`DECODER_CACHED`)."""
+    return USE_IMAGE_CACHE.name in input_names
 
 # Bundle layout: one file per part, named <part><extension>, beside manifest.json and probe.npz.
 FORMAT_EXTENSIONS: dict[str, str] = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
@@ -189,8 +229,9 @@ def constants() -> dict[str, object]:
 
 
 def graphs_as_dict() -> dict[str, object]:
-    """Both graph specs as plain JSON-able dicts (for manifests and the demos' contract file)."""
-    return {name: asdict(g) for name, g in GRAPHS.items()}
+    """Both graph specs as plain JSON-able dicts (for manifests and the demos' contract file), and the decoder's
+    optional image-cache form."""
+    return {**{name: asdict(g) for name, g in GRAPHS.items()}, "decoder_cached": asdict(DECODER_CACHED)}
 
 
 def write_contract(path: Path) -> None:

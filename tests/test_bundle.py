@@ -128,6 +128,17 @@ def test_unknown_backend_and_provider(tiny_bundle):
         open_bundle(tiny_bundle, providers=["NoSuchExecutionProvider"])
 
 
+def test_onnxruntime_sessions_flush_denormals():
+    """Subnormal floats count as zero in pocketsam's onnxruntime sessions, as in XNNPACK (runtime/backends/ort.py:
+    the decoder's softmax makes them, and x86 FMAs on them are slow); `flush_denormals=False` keeps IEEE."""
+    from pocketsam.runtime.backends.ort import session_options
+
+    key = "session.set_denormal_as_zero"
+    assert session_options(2).get_session_config_entry(key) == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # onnxruntime's default: off
+        session_options(2, flush_denormals=False).get_session_config_entry(key)
+
+
 def test_missing_engine_names_the_extra(tiny_bundle, tmp_path):
     """Without onnxruntime installed, opening an ONNX bundle says which extra to install."""
     blocker = tmp_path / "block"

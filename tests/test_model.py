@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pocketsam.export.checkpoint import official_layout
+from pocketsam.export import decoder_rewrite
 from pocketsam.export.graphs import DecoderGraph, EncoderGraph, encoder_graph
 from pocketsam.export.model import MODEL_BUILDERS, RandomWeightsWarning, build_mobile_sam, build_vit_t
 from pocketsam.export.model.tiny_vit import window_partition, window_reverse
@@ -97,17 +98,19 @@ def test_encoder_graph_normalizes_inside(tiny_model):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("graph,same_stride2", [("fast", False), ("fast", True), ("fast-grouped", True)])
 @pytest.mark.parametrize("config", ["tiny", "vit_t"])
-def test_fast_encoder_graph_equals_reference(config, tiny_model, vit_t_model):
-    """export/encoder_rewrite.py reorders the same arithmetic (per-head projections with the query scale folded
-    into the weights, layout changes): embeddings of magnitude ~5 move by ~6e-6 (measured, both configs); 2e-5
-    leaves room for BLAS differences, and stays 5x under the fp32 export's own tolerance (1e-4)."""
+def test_fast_encoder_graph_equals_reference(config, graph, same_stride2, tiny_model, vit_t_model):
+    """export/encoder_rewrite.py reorders the same arithmetic (per-head or grouped projections with the query scale
+    folded into the weights, layout changes; LiteRT's stride-2 convs as zero-extended 4x4 SAME convs with their
+    BatchNorm folded): embeddings of magnitude ~5 move by 6e-6..7.4e-6 (measured, vit_t); 2e-5 leaves room for
+    BLAS differences, and stays 5x under the fp32 export's own tolerance (1e-4)."""
     model = tiny_model if config == "tiny" else vit_t_model
     torch.manual_seed(0)
     x = torch.rand(1, 3, 1024, 1024) * 255
     with torch.no_grad():
         ref = encoder_graph(model, "reference").eval()(x)
-        out = encoder_graph(model, "fast").eval()(x)
+        out = encoder_graph(model, graph, same_stride2).eval()(x)
     assert ref.abs().max() > 1.0  # real numbers
     torch.testing.assert_close(out, ref, rtol=0, atol=2e-5)
     with pytest.raises(ValueError, match="unknown encoder graph"):
@@ -157,8 +160,11 @@ def _cases():
 # The fast graph re-associates the attention and upscaling products (export/decoder_rewrite.py): float rounding
 # moves logits of magnitude ~15 by up to 7e-5 (measured, tiny and vit_t, batch 3 with masks), vs 1e-5 for the
 # upstream-shaped graph whose products are the same as eager's.
-# The einsum form (LiteRT's, with the prompt batch folded into the rows) computes the same products.
-_DECODER_ATOL = {"reference": 1e-5, "fast": 2e-4, "fast-einsum": 2e-4}
+# The engines' forms (LiteRT's einsum with the prompt batch folded into the rows; onnxruntime's tiled biases and
+# transposed image -> token scores) compute the same products.
+_DECODER_ATOL = {"reference": 1e-5, "fast": 2e-4, "fast-litert": 2e-4, "fast-onnxruntime": 2e-4}
+_REWRITES = {"fast": decoder_rewrite.DecoderRewrite(), "fast-litert": decoder_rewrite.LITERT,
+             "fast-onnxruntime": decoder_rewrite.ONNXRUNTIME}
 
 
 @pytest.mark.parametrize("variant", list(_DECODER_ATOL))
@@ -166,12 +172,12 @@ _DECODER_ATOL = {"reference": 1e-5, "fast": 2e-4, "fast-einsum": 2e-4}
 def test_decoder_graph_equals_eager(config, variant, tiny_model, vit_t_model):
     model = tiny_model if config == "tiny" else vit_t_model
     fast = variant != "reference"
-    graph = DecoderGraph(model, fast=fast, einsum=variant == "fast-einsum").eval()
+    graph = DecoderGraph(model, fast=fast, rewrite=_REWRITES.get(variant, decoder_rewrite.DecoderRewrite())).eval()
     emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))  # order 1, like the encoder's
     with torch.no_grad():
         for name, (coords, labels, box, mask) in _cases().items():
             ref_masks, ref_iou = _eager(model, emb, coords, labels, box, mask)
-            masks, iou = graph(emb, *_graph_feeds(coords, labels, box, mask))
+            masks, iou = graph(emb, *_graph_feeds(coords, labels, box, mask))[:2]  # (+ the ONNX form's cache)
             b = coords.shape[0]
             assert masks.shape == (b, 4, 256, 256) and iou.shape == (b, 4), name
             torch.testing.assert_close(masks, ref_masks, rtol=0, atol=_DECODER_ATOL[variant], msg=name)
@@ -183,7 +189,7 @@ def test_decoder_graph_equals_eager(config, variant, tiny_model, vit_t_model):
 def test_graphs_export_to_onnx_with_dynamic_axes(tiny_model, tmp_path, fast):
     """TorchScript exporter, opset 17, batch and num_points dynamic; ONNX Runtime equals torch on other sizes."""
     ort = pytest.importorskip("onnxruntime")
-    dec = DecoderGraph(tiny_model, fast=fast).eval()
+    dec = DecoderGraph(tiny_model, fast=fast, rewrite=decoder_rewrite.ONNXRUNTIME if fast else None).eval()
     feeds0 = _graph_feeds(*_cases()["1 fg point"])
     emb = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(2))
     path = tmp_path / "decoder.onnx"

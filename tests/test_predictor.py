@@ -59,6 +59,29 @@ class FakeDecoder:
         return {"low_res_masks": low.astype(np.float32), "iou_predictions": iou.astype(np.float32)}
 
 
+class FakeCachingDecoder(FakeDecoder):
+    """A decoder with the image cache (spec.DECODER_CACHED): use_image_cache 0 returns a cache derived from the
+    embedding and the dense input (one row per prompt); 1 checks the fed cache is the one it returned."""
+
+    input_names = spec.DECODER_CACHED.input_names
+    output_names = spec.DECODER_CACHED.output_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = super().run(feeds)
+        batch = feeds["point_coords"].shape[0]
+        use = float(feeds[spec.USE_IMAGE_CACHE.name][0])
+        for t in spec.IMAGE_CACHE:
+            cached = feeds[spec.CACHED_INPUT_PREFIX + t.name]
+            if use:
+                assert cached.shape == (1, *t.shape[1:]) and cached.flat[0] == feeds["image_embeddings"].mean()
+                out[t.name] = np.zeros((0, *t.shape[1:]), np.float32)
+            else:
+                assert cached.shape == (0, *t.shape[1:])
+                value = feeds["image_embeddings"].mean() + feeds["has_mask_input"].reshape(-1, *[1] * (len(t.shape) - 1))
+                out[t.name] = np.broadcast_to(value, (batch, *t.shape[1:])).astype(np.float32)
+        return out
+
+
 def image(seed: int = 0, size: tuple[int, int] = (H, W)) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
 
@@ -82,6 +105,36 @@ def check_feed_spec(feeds: dict[str, np.ndarray], batch: int, num_points: int) -
 
 
 # --- what the decoder is fed --------------------------------------------------------------------------------
+
+
+def _use(p: Predictor) -> float:
+    return float(last_feeds(p)[spec.USE_IMAGE_CACHE.name][0])
+
+
+def test_image_cache_is_computed_once_per_image_and_fed_back() -> None:
+    """The first click of an image computes the cache (use 0, empty inputs), later ones read it (use 1); a mask
+    input computes it again without keeping that one; a batch keeps one row; a new image starts over."""
+    p = Predictor(FakeEncoder(), FakeCachingDecoder())
+    p.set_image(image())
+    click = (np.array([[10.0, 20.0]]), np.array([1]))
+    p.predict(*click)
+    assert _use(p) == 0.0 and list(last_feeds(p)) == spec.DECODER_CACHED.input_names
+    first = p.predict(*click)
+    assert _use(p) == 1.0
+    _, _, low_res = p.predict(*click, mask_input=first[2][:1])
+    assert _use(p) == 0.0
+    p.predict(*click)
+    assert _use(p) == 1.0  # the masked call's cache (dense embedding of the mask) was not kept
+    p.predict_batch(np.array([[[1.0, 2.0]], [[3.0, 4.0]]]), np.ones((2, 1)))
+    assert _use(p) == 1.0 and last_feeds(p)["cached_image_tokens"].shape[0] == 1
+    p.set_image(image(seed=1))
+    p.predict_batch(np.array([[[1.0, 2.0]], [[3.0, 4.0]]]), np.ones((2, 1)))
+    assert _use(p) == 0.0
+    p.predict(*click)
+    assert _use(p) == 1.0  # the batch's first row was kept
+    p.reset_image()
+    assert p._image_cache is None
+
 
 
 def test_click_without_box_appends_one_pad_point(predictor: Predictor) -> None:
