@@ -199,7 +199,8 @@ def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
             else:
                 dec = open_session("onnxruntime", fp32["decoder"], traced)
                 feeds = decoder_calibration(enc, dec, job.calibration, seed=0)
-        quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds)
+        cached = spec.IMAGE_CACHE if part == "decoder" and decoder.image_cache else ()
+        quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds, image_cache=cached)
         if part == "decoder":
             final = tmp / f"{part}.onnx"
             rewritten = skip_unused_mask_path(onnx.load(str(final)))

@@ -143,19 +143,11 @@ def skip_unused_mask_path(model: onnx.ModelProto, mask_input: str = "mask_input"
     return model
 
 
-def cache_image_stage(model: onnx.ModelProto, cache: Sequence[spec.TensorSpec] = spec.IMAGE_CACHE,
-                      sources: Sequence[str] = ("image_embeddings", "mask_input", "has_mask_input"),
-                      flag: str = spec.USE_IMAGE_CACHE.name,
-                      prefix: str = spec.CACHED_INPUT_PREFIX) -> onnx.ModelProto:
-    """Return `model` (whose outputs include the `cache` tensors) with the cache computation inside an `If` on
-    `flag` > 0.5 and inputs `prefix + name` for the cache (module doc).
-
-    Raises RewriteError unless every cache output is computed from `sources` and constants alone and the rest of
-    the graph reads nothing else of that computation.
-    """
-    graph = model.graph
+def _image_stage(graph: onnx.GraphProto, names: Sequence[str], sources: Sequence[str],
+                 ) -> tuple[list[onnx.NodeProto], dict[str, str]]:
+    """(the nodes that compute the cache outputs `names` from `sources` and constants alone, in topological order;
+    for each output, the value the rest of the graph reads of it). Raises RewriteError as `cache_image_stage`."""
     _toposort(graph)
-    names = [t.name for t in cache]
     outputs = {o.name for o in graph.output}
     if not set(names) <= outputs:
         raise RewriteError(f"image cache: the graph has no outputs {sorted(set(names) - outputs)}")
@@ -200,6 +192,35 @@ def cache_image_stage(model: onnx.ModelProto, cache: Sequence[spec.TensorSpec] =
     leaks = sorted((produced & read_outside) - wanted)
     if leaks:
         raise RewriteError(f"image cache: the rest of the graph reads {leaks} of the cache's computation")
+    return moved, values
+
+
+_SOURCES = ("image_embeddings", "mask_input", "has_mask_input")
+
+
+def image_stage_nodes(model: onnx.ModelProto, cache: Sequence[spec.TensorSpec] = spec.IMAGE_CACHE,
+                      sources: Sequence[str] = _SOURCES) -> set[str]:
+    """Names of the nodes that compute the image cache: work done once per image, which the quantizers leave
+    float (quantizing it would cost accuracy and save no click any time)."""
+    graph = onnx.GraphProto()
+    graph.CopyFrom(model.graph)
+    return {n.name for n in _image_stage(graph, [t.name for t in cache], sources)[0]}
+
+
+def cache_image_stage(model: onnx.ModelProto, cache: Sequence[spec.TensorSpec] = spec.IMAGE_CACHE,
+                      sources: Sequence[str] = _SOURCES,
+                      flag: str = spec.USE_IMAGE_CACHE.name,
+                      prefix: str = spec.CACHED_INPUT_PREFIX) -> onnx.ModelProto:
+    """Return `model` (whose outputs include the `cache` tensors) with the cache computation inside an `If` on
+    `flag` > 0.5 and inputs `prefix + name` for the cache (module doc).
+
+    Raises RewriteError unless every cache output is computed from `sources` and constants alone and the rest of
+    the graph reads nothing else of that computation.
+    """
+    graph = model.graph
+    names = [t.name for t in cache]
+    moved, values = _image_stage(graph, names, sources)
+    moved_ids = {id(n) for n in moved}
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type
              for v in (*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)}

@@ -155,3 +155,22 @@ def test_cache_rewrite_refuses_a_graph_without_cache_outputs(tiny_bundle):
     plain = onnx.load(str(tiny_bundle / "decoder.onnx"))
     with pytest.raises(RewriteError, match="image cache: the graph has no outputs"):
         cache_image_stage(plain, cache=(spec.TensorSpec("no_such_output", (1,), "float32", ""),))
+
+
+@pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
+def test_int8_decoders_keep_the_image_cache_float(vit_t_bundles, precision):
+    """The cache is computed once per image: the quantizers leave its computation float (quantize.py), and quantize
+    the upscaling that every click runs."""
+    from pocketsam.export.onnx_rewrite import image_stage_nodes
+
+    model = onnx.load(str(vit_t_bundles[precision] / "decoder.onnx"))
+    (gate,) = [n for n in model.graph.node if n.op_type == "If"]
+    branches = {a.name: a.g for a in gate.attribute}
+    computing = onnx.helper.make_model(branches["else_branch"])
+    computing.graph.initializer.extend(model.graph.initializer)  # what the branch reads from the outer graph
+    computing.graph.input.extend(model.graph.input)
+    stage = image_stage_nodes(computing)
+    ops = {n.name: n.op_type for n in computing.graph.node}
+    int8 = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "QLinearMatMul"}
+    assert stage and not {ops[n] for n in stage} & int8
+    assert {n.op_type for n in branches["then_branch"].node} & int8  # the per-click image side is quantized
