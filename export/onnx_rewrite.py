@@ -198,6 +198,22 @@ def _image_stage(graph: onnx.GraphProto, names: Sequence[str], sources: Sequence
 _SOURCES = ("image_embeddings", "mask_input", "has_mask_input")
 
 
+def _constants_to_initializers(graph: onnx.GraphProto) -> None:
+    """Turn the top-level Constant nodes holding a tensor into initializers of the same name, in place."""
+    keep = []
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and set(attrs) == {"value"}:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(attrs["value"].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
 def image_stage_nodes(model: onnx.ModelProto, cache: Sequence[spec.TensorSpec] = spec.IMAGE_CACHE,
                       sources: Sequence[str] = _SOURCES) -> set[str]:
     """Names of the nodes that compute the image cache: work done once per image, which the quantizers leave
@@ -219,6 +235,7 @@ def cache_image_stage(model: onnx.ModelProto, cache: Sequence[spec.TensorSpec] =
     """
     graph = model.graph
     names = [t.name for t in cache]
+    _constants_to_initializers(graph)  # both branches read them, without a copy each (the 4 MB positional encoding)
     moved, values = _image_stage(graph, names, sources)
     moved_ids = {id(n) for n in moved}
     inferred = onnx.shape_inference.infer_shapes(model)
