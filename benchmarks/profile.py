@@ -221,12 +221,11 @@ _CONTROL_FLOW = ("If", "Loop", "Scan")
 def _with_image_cache(sess: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`feeds` for a decoder with the image cache (spec.DECODER_CACHED) as every click but an image's first
     runs it: the cache computed by one call without it, then fed back."""
-    empty = {spec.CACHED_INPUT_PREFIX + t.name: np.zeros((0, *t.shape[1:]), np.float32) for t in spec.IMAGE_CACHE}
-    first = {**feeds, **empty, spec.USE_IMAGE_CACHE.name: np.zeros(1, np.float32)}
+    from pocketsam.runtime.predictor import image_cache_feeds, kept_image_cache
+
     names = [t.name for t in spec.IMAGE_CACHE]
-    cache = dict(zip(names, sess.run(names, first)))
-    return {**feeds, **{spec.CACHED_INPUT_PREFIX + n: v[:1] for n, v in cache.items()},
-            spec.USE_IMAGE_CACHE.name: np.ones(1, np.float32)}
+    computed = dict(zip(names, sess.run(names, {**feeds, **image_cache_feeds(None)})))
+    return {**feeds, **image_cache_feeds(kept_image_cache(computed))}
 
 
 def profile_onnx(path: str | Path, graph: spec.GraphSpec, threads: int = 2, runs: int = 5,

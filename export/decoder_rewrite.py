@@ -37,9 +37,10 @@ Engines want the same products written differently; `DecoderRewrite` says how (e
   with the dense embedding added, their token -> image key and value projections and their image -> token query
   projection) is computed once, returned as extra outputs, and the rest of the graph reads it from there. The
   ONNX export then lets a later call take it as inputs instead (`onnx_rewrite.cache_image_stage`): every click
-  after the first on an image skips it (~15 % of the decoder, docs/performance.md §6). The projections of the
+  after the first on an image skips it (~10 % of the decoder, docs/performance.md §6.3). The projections of the
   image side are the ones the other layers fold onto the prompt side; for the cached layer the projected image
-  tokens are cheaper than the fold (4096 x 16 x N per head instead of 4096 x 256 x 8N).
+  tokens are cheaper than the fold (4096 x 16 x N per head instead of 4096 x 256 x 8N). Its block-diagonal keys
+  are built through one 5-D tensor of 8 x 16 x 8 x N values (ONNX only; LiteRT's form stays within 4-D).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class DecoderRewrite:
     """How the fast graph writes its products for one engine (module docstring); all off for CoreML and tests."""
 
     einsum: bool = False  # image-side attention products as einsum: BATCH_MATMUL in LiteRT (see `_scores`)
-    tiled_bias: bool = False  # upscaling biases tiled over the sub-pixels (onnxruntime: wider BiasGelu rows)
+    tiled_bias: bool = False  # upscaling biases tiled over the sub-pixels (onnxruntime: no slow BiasGelu)
     transposed_scores: bool = False  # image -> token softmax along the 4096 axis (onnxruntime: see module doc)
     image_cache: bool = False  # the image-only first-layer work as extra outputs, read back by the graph (ONNX)
 

@@ -217,7 +217,7 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> None:
 def image_stage_nodes(model: onnx.ModelProto, cache: Sequence[spec.TensorSpec] = spec.IMAGE_CACHE,
                       sources: Sequence[str] = _SOURCES) -> set[str]:
     """Names of the nodes that compute the image cache: work done once per image, which the quantizers leave
-    float (quantizing it would cost accuracy and save no click any time)."""
+    float (int8 there would cost accuracy and make no click faster)."""
     graph = onnx.GraphProto()
     graph.CopyFrom(model.graph)
     return {n.name for n in _image_stage(graph, [t.name for t in cache], sources)[0]}

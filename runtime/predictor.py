@@ -53,6 +53,20 @@ _BOX_LABELS = np.array([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT], dtype=np.fl
 # The image cache's feeds when there is none to give: empty along the batch axis, and the flag off.
 _NO_CACHE = {CACHED_INPUT_PREFIX + t.name: np.zeros((0, *t.shape[1:]), dtype=np.float32) for t in IMAGE_CACHE}
 _USE_CACHE = {True: np.ones((1,), np.float32), False: np.zeros((1,), np.float32)}
+for _shared in (*_NO_CACHE.values(), *_USE_CACHE.values()):  # fed on every call, never to be written to
+    _shared.flags.writeable = False
+
+
+def image_cache_feeds(cache: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """The image-cache inputs of a `spec.DECODER_CACHED` decoder: `cache` (the `cached_*` arrays kept from an
+    earlier call, see `kept_image_cache`) with use_image_cache 1, or, with None, empty arrays and the flag 0."""
+    return {**(cache if cache is not None else _NO_CACHE), USE_IMAGE_CACHE.name: _USE_CACHE[cache is not None]}
+
+
+def kept_image_cache(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The `cached_*` inputs for later calls, from the outputs of a call that computed the cache without a mask
+    input (every prompt of its batch computed the same cache: one row is kept)."""
+    return {CACHED_INPUT_PREFIX + t.name: np.ascontiguousarray(outputs[t.name][:1]) for t in IMAGE_CACHE}
 
 
 class ImageNotSetError(PocketSamError, RuntimeError):
@@ -273,13 +287,10 @@ class Predictor:
         cached_io = has_image_cache(self.decoder.input_names)
         use_cache = cached_io and masks_in is None and self._image_cache is not None
         if cached_io:
-            feeds.update(self._image_cache if use_cache else _NO_CACHE)
-            feeds[USE_IMAGE_CACHE.name] = _USE_CACHE[use_cache]
+            feeds.update(image_cache_feeds(self._image_cache if use_cache else None))
         out = self.decoder.run(feeds)
         if cached_io and not use_cache and masks_in is None:
-            # Without a mask input every prompt of the batch computed the same cache: keep one.
-            self._image_cache = {CACHED_INPUT_PREFIX + t.name: np.ascontiguousarray(out[t.name][:1])
-                                 for t in IMAGE_CACHE}
+            self._image_cache = kept_image_cache(out)
         lo, hi = MULTIMASK_SLICE if multimask_output else SINGLE_MASK_SLICE
         low_res = np.asarray(out[_DEC_LOW_RES], dtype=np.float32)[:, lo:hi]
         scores = np.asarray(out[_DEC_IOU], dtype=np.float32)[:, lo:hi]

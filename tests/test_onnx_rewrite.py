@@ -97,8 +97,9 @@ def _run_all(model: onnx.ModelProto, feeds: dict) -> dict[str, np.ndarray]:
 
 
 def _no_cache() -> dict[str, np.ndarray]:
-    feeds = {spec.CACHED_INPUT_PREFIX + t.name: np.zeros((0, *t.shape[1:]), np.float32) for t in spec.IMAGE_CACHE}
-    return {**feeds, spec.USE_IMAGE_CACHE.name: np.zeros(1, np.float32)}
+    from pocketsam.runtime.predictor import image_cache_feeds
+
+    return image_cache_feeds(None)
 
 
 def test_cache_rewrite_reads_back_what_it_computed(tiny_model, tmp_path):
@@ -116,8 +117,10 @@ def test_cache_rewrite_reads_back_what_it_computed(tiny_model, tmp_path):
     for name, w in want.items():
         np.testing.assert_allclose(first[name], w, rtol=0, atol=1e-4, err_msg=name)
     assert first["image_tokens"].shape == (1, 4096, 256)
-    keep = {spec.CACHED_INPUT_PREFIX + t.name: first[t.name] for t in spec.IMAGE_CACHE}
-    again = _run_all(cached, {**click, **keep, spec.USE_IMAGE_CACHE.name: np.ones(1, np.float32)})
+    from pocketsam.runtime.predictor import image_cache_feeds, kept_image_cache
+
+    keep = image_cache_feeds(kept_image_cache(first))
+    again = _run_all(cached, {**click, **keep})
     for name in spec.DECODER.output_names:
         np.testing.assert_array_equal(again[name], first[name], err_msg=name)
     assert all(again[t.name].shape == (0, *t.shape[1:]) for t in spec.IMAGE_CACHE)
@@ -125,7 +128,7 @@ def test_cache_rewrite_reads_back_what_it_computed(tiny_model, tmp_path):
     other = _feeds(0.0, batch=2, seed=3)
     other["image_embeddings"] = click["image_embeddings"]
     ref = _run_all(traced, other)
-    got = _run_all(cached, {**other, **keep, spec.USE_IMAGE_CACHE.name: np.ones(1, np.float32)})
+    got = _run_all(cached, {**other, **keep})
     for name in spec.DECODER.output_names:
         np.testing.assert_allclose(got[name], ref[name], rtol=0, atol=1e-4, err_msg=name)
     # with a mask input the cache must be computed (the dense embedding differs): use_image_cache 0
