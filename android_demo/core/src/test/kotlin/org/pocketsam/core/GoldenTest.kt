@@ -1,0 +1,189 @@
+package org.pocketsam.core
+
+import org.junit.Assert.assertArrayEquals
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertTrue
+import org.junit.Assume
+import org.junit.Test
+import java.io.File
+import java.security.MessageDigest
+import javax.imageio.ImageIO
+
+/**
+ * The Kotlin pre/post-processing against the golden files made by UPSTREAM segment-anything / MobileSAM
+ * (`tests/golden/`, the same files `tests/test_golden.py` holds the Python runtime to), stage by stage:
+ * resize (bit-exact, by sha256), coordinates (float32 bit-equal), the decoder's prompt tokens, and masks from the
+ * golden low-res logits (mask IoU bound from the one parity table, passed in by the runner).
+ */
+class GoldenTest {
+    private val golden = File(System.getProperty("pocketsam.golden") ?: error("run with -Dpocketsam.golden=DIR (tests/golden)"))
+    private val contract = Contract.load(File(golden, "contract.json"))
+    private val doc = Json.parse(File(golden, "golden.json").readText()).obj("golden.json")
+    private val images = doc.at("images").list("images").map { it.obj("image") }
+
+    private fun sha256(bytes: ByteArray): String =
+        MessageDigest.getInstance("SHA-256").digest(bytes).joinToString("") { String.format("%02x", it) }
+
+    private fun size(v: Any?, what: String): Size {
+        val hw = v.list(what).map { it.num(what).toInt() }
+        return Size(hw[0], hw[1])
+    }
+
+    private fun doubles(v: Any?, what: String): DoubleArray {
+        val out = ArrayList<Double>()
+        fun walk(x: Any?) { if (x is List<*>) x.forEach { walk(it) } else out.add(x.num(what)) }
+        walk(v)
+        return out.toDoubleArray()
+    }
+
+    private fun floats32(v: Any?, what: String): FloatArray = doubles(v, what).map { it.toFloat() }.toFloatArray()
+
+    private fun png(image: Map<String, Any?>): RgbImage {
+        val file = File(image.at("png").str("png")).let { if (it.isAbsolute) it else File(golden, it.path) }
+        val img = ImageIO.read(file)
+        val data = ByteArray(img.height * img.width * 3)
+        for (y in 0 until img.height) for (x in 0 until img.width) {
+            val rgb = img.getRGB(x, y)
+            val i = (y * img.width + x) * 3
+            data[i] = (rgb shr 16).toByte(); data[i + 1] = (rgb shr 8).toByte(); data[i + 2] = rgb.toByte()
+        }
+        return RgbImage(img.height, img.width, data)
+    }
+
+    @Test
+    fun contractHoldsTheSpecConstants() {
+        assertEquals("2", contract.specVersion)
+        assertEquals(1024, contract.imageSize)
+        assertEquals(256, contract.lowResMaskSize)
+        assertEquals(1 until 4, contract.multimaskSlice)
+        assertEquals(listOf("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"),
+            contract.inputs.getValue("decoder"))
+        assertTrue(contract.inputs.getValue("decoder_cached").containsAll(contract.inputs.getValue("decoder")))
+    }
+
+    @Test
+    fun resizeIsBitExactWithUpstream() {
+        for (image in images) {
+            val name = image.at("name").str("name")
+            val rgb = png(image)
+            assertEquals("$name: the png is the image upstream saw", image.at("image_sha256").str("sha"), sha256(rgb.data))
+            val original = size(image.at("original_size"), "original_size")
+            assertEquals(name, size(image.at("input_size"), "input_size"), Transforms.preprocessShape(original, contract.imageSize))
+            val resized = Transforms.resizeLongestSide(rgb, contract.imageSize)
+            assertEquals("$name: resized image (PIL bilinear)", image.at("resized_sha256").str("sha"), sha256(resized.data))
+            val (input, inputSize) = Transforms.encoderInput(rgb, contract)
+            assertEquals(size(image.at("input_size"), "input_size"), inputSize)
+            val s = contract.imageSize
+            for (c in 0 until 3) for (y in intArrayOf(0, inputSize.h - 1)) for (x in intArrayOf(0, inputSize.w - 1))
+                assertEquals("$name: pixel", resized[y, x, c].toFloat(), input[(c * s + y) * s + x], 0f)
+            if (inputSize.h < s || inputSize.w < s)  // bottom-right corner: padding with the pixel mean
+                assertEquals("$name: padding", contract.padValueRaw[2].toFloat(), input[(2 * s + s - 1) * s + s - 1], 0f)
+        }
+    }
+
+    /** PIL widens its bilinear filter when it downscales (it antialiases); the golden photos are all upscaled, so
+     *  the runner passes a larger image and the sha256 of PIL's resize of it (`pocketsam.downscale=PNG:SHA256`). */
+    @Test
+    fun downscaleIsBitExactWithPil() {
+        val spec = System.getProperty("pocketsam.downscale")
+        Assume.assumeTrue("no -Dpocketsam.downscale=PNG:SHA256 given", spec != null)
+        val (path, sha) = spec!!.split(":")
+        val rgb = png(mapOf("png" to File(path).absolutePath))
+        assertTrue("the case must downscale", maxOf(rgb.h, rgb.w) > contract.imageSize)
+        assertEquals("downscaled ${rgb.h}x${rgb.w}", sha, sha256(Transforms.resizeLongestSide(rgb, contract.imageSize).data))
+    }
+
+    @Test
+    fun coordinatesAreBitEqualToUpstream() {
+        for (image in images) {
+            val name = image.at("name").str("name")
+            val original = size(image.at("original_size"), "original_size")
+            val cases = ArrayList<Triple<String, FloatArray, FloatArray>>()
+            for (key in listOf("coords", "boxes")) {
+                val c = image.at(key).obj(key)
+                cases.add(Triple(key, Transforms.applyCoords(doubles(c.at("input"), key), original, contract.imageSize),
+                    floats32(c.at("transformed"), key)))
+            }
+            val batch = image.at("batch").obj("batch")
+            cases.add(Triple("batch", Transforms.applyBoxes(doubles(batch.at("boxes"), "boxes"), original, contract.imageSize),
+                floats32(batch.at("boxes_transformed"), "boxes_transformed")))
+            for (case in cases) assertArrayEquals("$name ${case.first}", case.third, case.second, 0f)
+        }
+    }
+
+    @Test
+    fun promptTokensAreUpstreams() {
+        val lab = contract.labels
+        for (image in images) {
+            val original = size(image.at("original_size"), "original_size")
+            for (p in image.at("prompts").list("prompts").map { it.obj("prompt") }) {
+                val what = "${image.at("name")}/${p.at("name")}"
+                val points = if (p.containsKey("point_coords")) doubles(p["point_coords"], "points") else DoubleArray(0)
+                val labels = if (p.containsKey("point_labels")) doubles(p["point_labels"], "labels").map { it.toInt() }.toIntArray() else IntArray(0)
+                val box = if (p.containsKey("box")) doubles(p["box"], "box") else null
+                val (coords, codes) = Prompt(points, labels, box).decoderTokens(original, contract)
+                val wantXy = ArrayList<Float>()
+                val wantCodes = ArrayList<Float>()
+                if (p.containsKey("point_coords")) {
+                    floats32(p["point_coords_transformed"], "t").forEach { wantXy.add(it) }
+                    labels.forEach { wantCodes.add(it.toFloat()) }
+                }
+                if (box != null) {
+                    floats32(p["box_transformed"], "t").forEach { wantXy.add(it) }
+                    wantCodes.add(lab.boxTopLeft.toFloat()); wantCodes.add(lab.boxBottomRight.toFloat())
+                } else if (labels.isNotEmpty()) {
+                    wantXy.add(0f); wantXy.add(0f); wantCodes.add(lab.pad.toFloat())
+                }
+                assertArrayEquals(what, wantXy.toFloatArray(), coords, 0f)
+                assertArrayEquals(what, wantCodes.toFloatArray(), codes, 0f)
+                val (_, fixed) = Prompt(points, labels, box).decoderTokens(original, contract, decoderPoints = 6)
+                assertEquals(what, 6, fixed.size)
+            }
+        }
+    }
+
+    /** Pooled IoU of two mask stacks (as `pocketsam.runtime.verify.pooled_iou`). */
+    private fun iou(a: BooleanArray, b: BooleanArray): Double {
+        var inter = 0L; var union = 0L
+        for (i in a.indices) { if (a[i] && b[i]) inter++; if (a[i] || b[i]) union++ }
+        return if (union == 0L) 1.0 else inter.toDouble() / union
+    }
+
+    @Test
+    fun masksFromUpstreamLogitsMatchUpstreamMasks() {
+        val bound = System.getProperty("pocketsam.maskIou")?.toDouble()
+            ?: error("run with -Dpocketsam.maskIou=B: the e2e fp32 mask IoU bound of pocketsam.runtime.parity")
+        var worst = 1.0
+        for (image in images) {
+            val name = image.at("name").str("name")
+            val npz = readNpz(File(golden, image.at("npz").str("npz")))
+            val original = size(image.at("original_size"), "original_size")
+            val inputSize = size(image.at("input_size"), "input_size")
+            val cases = image.at("prompts").list("prompts").map { it.obj("prompt") } + image.at("batch").obj("batch")
+            for (p in cases) {
+                val key = p.at("name").str("name")
+                val shape = p.at("masks_shape").list("masks_shape").map { it.num("masks_shape").toInt() }
+                val count = shape.dropLast(2).fold(1) { a, b -> a * b }
+                // the golden logits are float16 (to keep the files small): boundary pixels within its rounding
+                // of 0 may flip, which the IoU bound allows
+                val logits = npz.getValue("$key.low_res_logits").floats()
+                val masks = Transforms.threshold(Transforms.postprocessMasks(logits, count, inputSize, original, contract), contract)
+                val want = npz.getValue("$key.masks").unpackBits(masks.size)
+                val v = iou(masks, want)
+                worst = minOf(worst, v)
+                assertTrue("$name/$key: mask IoU $v < $bound", v >= bound)
+            }
+        }
+        println("masks from upstream's low-res logits: worst mask IoU $worst (bound >= $bound)")
+    }
+
+    @Test
+    fun halfFloatsDecodeExactly() {
+        assertEquals(1.0f, halfToFloat(0x3c00), 0f)
+        assertEquals(-2.0f, halfToFloat(0xc000), 0f)
+        assertEquals(65504f, halfToFloat(0x7bff), 0f)
+        assertEquals(5.9604645e-8f, halfToFloat(0x0001), 0f)  // smallest subnormal
+        assertEquals(6.097555e-5f, halfToFloat(0x03ff), 0f)  // largest subnormal
+        assertTrue(halfToFloat(0x7c00).isInfinite())
+    }
+}
