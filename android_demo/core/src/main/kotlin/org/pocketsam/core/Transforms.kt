@@ -186,54 +186,76 @@ object Transforms {
         return Taps(i0, i1, w0, w1)
     }
 
-    /** M (outSize x lowRes): low-res rows -> upsampled to `padded` (the square input frame), cropped to `valid`,
-     *  resized to `outSize`; row o holds the weights of every low-res row (at most 4 non-zero). */
-    private fun axisMatrix(lowRes: Int, padded: Int, valid: Int, outSize: Int): Array<DoubleArray> {
+    /** One axis of `postprocess_masks` (low-res -> upsampled to `padded`, cropped to `valid`, resized to
+     *  `outSize`) as sparse rows: output o reads low-res entries index[o][j] with weight[o][j] (at most 4). */
+    internal class Axis(val index: Array<IntArray>, val weight: Array<DoubleArray>)
+
+    internal fun axis(lowRes: Int, padded: Int, valid: Int, outSize: Int): Axis {
         val up = taps(lowRes, padded)
         val down = taps(valid, outSize)
-        return Array(outSize) { o ->
-            val row = DoubleArray(lowRes)
+        val index = arrayOfNulls<IntArray>(outSize)
+        val weight = arrayOfNulls<DoubleArray>(outSize)
+        for (o in 0 until outSize) {
+            val w = java.util.TreeMap<Int, Double>()
             for ((mid, wm) in listOf(down.i0[o] to down.w0[o], down.i1[o] to down.w1[o])) {
-                row[up.i0[mid]] += wm * up.w0[mid]
-                row[up.i1[mid]] += wm * up.w1[mid]
+                w[up.i0[mid]] = (w[up.i0[mid]] ?: 0.0) + wm * up.w0[mid]
+                w[up.i1[mid]] = (w[up.i1[mid]] ?: 0.0) + wm * up.w1[mid]
             }
-            row
+            index[o] = w.keys.toIntArray()
+            weight[o] = w.values.toDoubleArray()
         }
+        @Suppress("UNCHECKED_CAST")
+        return Axis(index as Array<IntArray>, weight as Array<DoubleArray>)
     }
 
     /**
      * segment-anything's `postprocess_masks`: low-res logits C x L x L (input frame, L = lowResMaskSize) ->
      * C x H x W logits in the original frame: bilinear to imageSize², crop to `inputSize`, bilinear to `original`.
+     * One-off form of [MaskPostprocessor], which an app keeps per image (its interpolation taps depend only on
+     * the sizes).
      */
-    fun postprocessMasks(lowRes: FloatArray, count: Int, inputSize: Size, original: Size, contract: Contract): FloatArray {
-        val l = contract.lowResMaskSize
-        require(lowRes.size == count * l * l) { "postprocessMasks: expected $count x $l x $l logits, got ${lowRes.size}" }
-        val rowsM = axisMatrix(l, contract.imageSize, inputSize.h, original.h)
-        val colsM = axisMatrix(l, contract.imageSize, inputSize.w, original.w)
-        val out = FloatArray(count * original.h * original.w)
-        val tmp = DoubleArray(original.h * l)
-        for (m in 0 until count) {
-            val base = m * l * l
-            for (y in 0 until original.h) {
-                val r = rowsM[y]
-                for (k in 0 until l) {
-                    val wk = r[k]
-                    if (wk == 0.0) continue
-                    for (x in 0 until l) tmp[y * l + x] += wk * lowRes[base + k * l + x]
-                }
-            }
-            for (y in 0 until original.h) for (x in 0 until original.w) {
-                val c = colsM[x]
-                var s = 0.0
-                for (k in 0 until l) if (c[k] != 0.0) s += tmp[y * l + k] * c[k]
-                out[(m * original.h + y) * original.w + x] = s.toFloat()
-            }
-            java.util.Arrays.fill(tmp, 0.0)
-        }
-        return out
-    }
+    fun postprocessMasks(lowRes: FloatArray, count: Int, inputSize: Size, original: Size, contract: Contract): FloatArray =
+        MaskPostprocessor(inputSize, original, contract).apply(lowRes, count)
 
     /** Binary masks: logits > the contract's mask threshold. */
     fun threshold(logits: FloatArray, contract: Contract): BooleanArray =
         BooleanArray(logits.size) { logits[it] > contract.maskThreshold }
+}
+
+/**
+ * `Transforms.postprocessMasks` for one image size: the sparse interpolation taps of both axes are computed once
+ * (at set-image time), each click then costs at most 4 multiply-adds per output value per axis.
+ */
+class MaskPostprocessor(val inputSize: Size, val original: Size, private val contract: Contract) {
+    private val l = contract.lowResMaskSize
+    private val rows = Transforms.axis(l, contract.imageSize, inputSize.h, original.h)
+    private val cols = Transforms.axis(l, contract.imageSize, inputSize.w, original.w)
+
+    /** C x L x L low-res logits -> C x H x W logits in the original frame (rows first, then columns). */
+    fun apply(lowRes: FloatArray, count: Int): FloatArray {
+        require(lowRes.size == count * l * l) { "postprocessMasks: expected $count x $l x $l logits, got ${lowRes.size}" }
+        val (h, w) = original
+        val out = FloatArray(count * h * w)
+        val tmp = DoubleArray(h * l)
+        for (m in 0 until count) {
+            val base = m * l * l
+            for (y in 0 until h) {
+                val idx = rows.index[y]
+                val wt = rows.weight[y]
+                for (x in 0 until l) {
+                    var s = 0.0
+                    for (j in idx.indices) s += wt[j] * lowRes[base + idx[j] * l + x]
+                    tmp[y * l + x] = s
+                }
+            }
+            for (y in 0 until h) for (x in 0 until w) {
+                val idx = cols.index[x]
+                val wt = cols.weight[x]
+                var s = 0.0
+                for (j in idx.indices) s += wt[j] * tmp[y * l + idx[j]]
+                out[(m * h + y) * w + x] = s.toFloat()
+            }
+        }
+        return out
+    }
 }
