@@ -31,7 +31,7 @@ Two variants (`EncoderRewrite`), each measured where it is used (docs/performanc
 - `same_stride2` (LiteRT exports): a 3x3 stride-2 conv with padding 1 on an even-sized input never reads its
   bottom/right padding, so it equals a 4x4 kernel (the 3x3 one, zero-extended on the bottom/right) whose
   symmetric padding 1 is TFLite's SAME. litert-torch then folds the padding into the conv instead of a PAD op
-  that copies the whole input (19 ms for the 1024x1024x3 image under XNNPACK). Used where the extra taps are
+  that copies the whole input (8.8-19 ms for the 1024x1024x3 image under XNNPACK, isolated-op profiles). Used where the extra taps are
   cheap: the 3-channel first conv and the depthwise convs of the patch merges.
 """
 

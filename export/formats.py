@@ -37,10 +37,9 @@ class ExportJob:
     def decoder_module(self, rewrite=None):
         """The decoder graph module to convert (`graphs.decoder_graph` of the job's model; `rewrite`: the target
         engine's form of the fast graph's products, a `decoder_rewrite.DecoderRewrite`, default the plain one)."""
-        from .decoder_rewrite import DecoderRewrite
         from .graphs import decoder_graph
 
-        return decoder_graph(self.model, self.decoder_graph, rewrite or DecoderRewrite())
+        return decoder_graph(self.model, self.decoder_graph, rewrite)
 
 
 @dataclass(frozen=True)

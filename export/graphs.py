@@ -64,9 +64,9 @@ DECODER_GRAPHS = ("fast", "reference")
 
 
 def decoder_graph(model: MobileSam, name: str,
-                  rewrite: decoder_rewrite.DecoderRewrite = decoder_rewrite.DecoderRewrite()) -> "DecoderGraph":
+                  rewrite: decoder_rewrite.DecoderRewrite | None = None) -> "DecoderGraph":
     """The decoder graph called `name` (one of DECODER_GRAPHS) over `model` (`rewrite`: how the fast graph writes
-    its products for the target engine, `decoder_rewrite.DecoderRewrite`)."""
+    its products for the target engine, `decoder_rewrite.DecoderRewrite`; None: the plain form)."""
     if name not in DECODER_GRAPHS:
         raise ValueError(f"unknown decoder graph {name!r} (choose from {', '.join(DECODER_GRAPHS)})")
     return DecoderGraph(model, fast=name == "fast", rewrite=rewrite)
@@ -97,6 +97,7 @@ class DecoderGraph(nn.Module):
     def __init__(self, model: MobileSam, fast: bool = False,
                  rewrite: decoder_rewrite.DecoderRewrite | None = None) -> None:
         super().__init__()
+        rewrite = rewrite or decoder_rewrite.DecoderRewrite()
         self.fast = fast
         pe = model.prompt_encoder
         self.pe_layer = pe.pe_layer
@@ -104,7 +105,7 @@ class DecoderGraph(nn.Module):
         self.mask_decoder = model.mask_decoder
         if fast:
             self.fast_mask_decoder = decoder_rewrite.FastMaskDecoder(model.mask_decoder, pe.image_embedding_size,
-                                                                     rewrite or decoder_rewrite.DecoderRewrite())
+                                                                     rewrite)
         self.num_point_embeddings = pe.num_point_embeddings
         self.image_size = float(spec.IMAGE_SIZE)
         # Parameters shared with the model (no copies): the graph sees later weight changes and `.half()`.
@@ -113,7 +114,7 @@ class DecoderGraph(nn.Module):
         self.no_mask_embed = pe.no_mask_embed
         self._dense_pe_size = pe.image_embedding_size
         # forward returns the image cache after the masks (`decoder_rewrite.ImageCache`; the ONNX export's form)
-        self.image_cache = fast and (rewrite or decoder_rewrite.DecoderRewrite()).image_cache
+        self.image_cache = fast and rewrite.image_cache
 
     def _embed_points(self, point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
         """BxNx2 coords (1024 frame), BxN labels -> BxNx256 sparse embeddings, by arithmetic on the labels."""
