@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from pocketsam.runtime.errors import PocketSamError
+from pocketsam.runtime.errors import MissingExtraError, PocketSamError
+from pocketsam.runtime.image import DEFAULT_MAX_PIXELS, PROBE_PHOTO, SAMPLE_PREFIX
 
 EXIT_USAGE = 2
 EXIT_PARITY = 1
+BENCH_PHOTO = SAMPLE_PREFIX + PROBE_PHOTO  # what bench times on by default: the photo every probe records
 
 
 class UsageError(PocketSamError):
@@ -47,18 +50,81 @@ def box_arg(text: str) -> list[float]:
     return _floats(text, (4,), "--box")
 
 
-def read_image(arg: str) -> np.ndarray:
-    """An image file, or `sample:NAME` for one of scikit-image's sample photos (e.g. sample:chelsea)."""
-    if arg.startswith("sample:"):
-        from pocketsam.export.calibration import SAMPLE_PHOTOS, sample_photo
+def count_arg(minimum: int) -> "Callable[[str], int]":
+    """An argparse type: an integer >= `minimum` (threads, runs, sizes)."""
 
-        name = arg.split(":", 1)[1]
-        if name not in SAMPLE_PHOTOS:
-            raise UsageError(f"unknown sample photo {name!r} (choose from {', '.join(SAMPLE_PHOTOS)})")
-        return sample_photo(name)
-    from pocketsam.runtime.image import load_image
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
 
-    return load_image(arg)
+    return parse
+
+
+def read_image(args: argparse.Namespace) -> np.ndarray:
+    """`args.image`: an image file, or `sample:NAME` for one of scikit-image's sample photos (e.g. sample:chelsea)."""
+    from pocketsam.runtime.image import read_image as _read
+
+    return _read(args.image, max_pixels=args.max_pixels)
+
+
+def check_output_image(path: Path | None, flag: str) -> None:
+    """Refuse, before any work, an output image path pillow cannot write: unknown extension, a folder, a parent
+    that is a file or not writable."""
+    if path is None:
+        return
+    from PIL import Image
+
+    writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file name such as {path / 'mask.png'}")
+    if path.suffix.lower() not in writable:
+        raise UsageError(f"{flag} {path}: unknown image extension {path.suffix or '(none)'!r} (use .png)")
+    _check_parent_writable(path, flag)
+
+
+def _check_parent_writable(path: Path, flag: str) -> None:
+    """The nearest existing ancestor of `path` must be a writable folder (the rest is created)."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {parent} is not writable")
+
+
+# The packages only the export side needs, by the pip extra that brings them (`pocketsam[onnx]`/`[tflite]` installs
+# on a device have none of them). A command that needs one says so in one line instead of a traceback.
+EXTRA_OF_MODULE = {
+    "torch": "export", "onnx": "export", "onnxsim": "export", "skimage": "export", "tqdm": "export",
+    "litert_torch": "export-tflite", "ai_edge_quantizer": "export-tflite", "coremltools": "coreml",
+    "sklearn": "export-coreml", "matplotlib": "bench",
+}
+# What each export format's converter imports (checked before an export starts).
+EXPORT_MODULES = {
+    "onnx": ("torch", "onnx", "onnxsim", "skimage", "tqdm"),
+    "tflite": ("torch", "onnx", "skimage", "tqdm", "litert_torch", "ai_edge_quantizer"),
+    "coreml": ("torch", "skimage", "tqdm", "coremltools"),
+}
+
+
+def missing_extra_message(module: str, what: str) -> str:
+    extra = EXTRA_OF_MODULE.get(module.split(".")[0], "export")
+    return f"{what} needs {module.split('.')[0]}, which this install lacks: pip install 'pocketsam[{extra}]'"
+
+
+def require_modules(modules: Sequence[str], what: str) -> None:
+    """UsageError naming the pip extra when one of `modules` cannot be imported (checked without importing)."""
+    import importlib.util
+
+    for name in modules:
+        if importlib.util.find_spec(name) is None:
+            raise MissingExtraError(missing_extra_message(name, what))
 
 
 def backend_options(args: argparse.Namespace) -> dict:
@@ -83,10 +149,11 @@ def _format_options(args: argparse.Namespace) -> dict:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pocketsam.export.bundle_writer import export_bundle
-
     if args.checkpoint is not None and args.seed is not None:
         raise UsageError("--checkpoint and --seed exclude each other (a seed only picks synthetic weights)")
+    require_modules(EXPORT_MODULES[args.format], f"pocketsam export --format {args.format}")
+    from pocketsam.export.bundle_writer import export_bundle
+
     result = export_bundle(
         out=args.out,
         format=args.format,
@@ -118,7 +185,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if not args.point and args.box is None:
         raise UsageError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
-    image = read_image(args.image)
+    check_output_image(args.out, "--out")
+    check_output_image(args.overlay, "--overlay")
+    image = read_image(args)
     bundle, encoder, decoder = open_bundle(args.bundle, args.backend, **backend_options(args))
     predictor = Predictor(encoder, decoder, decoder_points=bundle.decoder_points)
     predictor.set_image(image)
@@ -138,27 +207,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         args.overlay.parent.mkdir(parents=True, exist_ok=True)
         overlay(image, masks[best], points=coords, labels=labels, box=box).save(args.overlay)
         print(f"wrote {args.overlay}")
-    if bundle.manifest["checkpoint"].get("kind") == "random":
+    if bundle.is_synthetic:
         print(f"note: this bundle runs on {bundle.checkpoint_description}: masks are not meaningful segmentations "
               "(pocketsam download-checkpoint, then export --checkpoint, for the official weights)", file=sys.stderr)
     return 0
 
 
-def _torch_references(bundle, images: list[tuple[str, np.ndarray]], checkpoint: Path | None):
-    """(label, reference) pairs recorded by the PyTorch fp32 model the bundle was exported from."""
-    from pocketsam.export.verify_torch import torch_references
-
-    return torch_references(bundle, images, checkpoint)
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     from pocketsam.runtime.bundle import load_bundle
-    from pocketsam.runtime.image import load_image
     from pocketsam.runtime.loading import open_bundle
     from pocketsam.runtime.verify import verify_sessions
 
     if args.images is not None and args.reference == "probe":
         raise UsageError("--images needs --reference torch (the probe holds the reference for its own photo only)")
+    if args.json is not None:
+        _check_parent_writable(args.json, "--json")
     if args.structure:  # static checks of the files, no engine run (CoreML on any OS)
         from pocketsam.runtime.coreml_structure import structure_report
 
@@ -172,15 +235,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.reference == "probe":
         references = [(f"probe ({bundle.manifest.get('probe', {}).get('photo', 'photo')})", bundle.load_probe())]
     else:
-        images: list[tuple[str, np.ndarray]] = []
-        if args.images is not None:
-            from pocketsam.export.calibration import IMAGE_SUFFIXES
+        from pocketsam.runtime.image import image_files, named_images
 
-            files = sorted(p for p in Path(args.images).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise UsageError(f"{args.images}: no images found")
-            images = [(p.name, load_image(p)) for p in files]
-        references = _torch_references(bundle, images, args.checkpoint)
+        require_modules(("torch",), "verify --reference torch")
+        from pocketsam.export.verify_torch import torch_references
+
+        images = [] if args.images is None else list(named_images(args.images, len(image_files(args.images))))
+        references = torch_references(bundle, images, args.checkpoint)
     _, encoder, decoder = open_bundle(bundle, args.backend, **backend_options(args))
     results = verify_sessions(references, encoder, decoder, bundle.encoder.precision, bundle.decoder.precision,
                               bundle.decoder_points, bundle.format)
@@ -202,12 +263,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_fp16(args: argparse.Namespace) -> int:
-    from pocketsam.export.fp16_audit import run_audit_command
-
     if args.checkpoint is not None and args.seed is not None:
         raise UsageError("--checkpoint and --seed exclude each other (a seed only picks synthetic weights)")
-    if args.limit < 1:
-        raise UsageError("--limit must be >= 1")
+    require_modules(("torch",), "pocketsam audit-fp16")
+    from pocketsam.export.fp16_audit import run_audit_command
+
     text, ok = run_audit_command(args.checkpoint, args.seed or 0, args.config, args.images, args.limit,
                                  args.bundle, args.json)
     print(text)
@@ -226,8 +286,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from pocketsam.benchmarks.profile import profile_bundle
 
-    if args.threads < 1 or args.runs < 1 or args.top < 1:
-        raise UsageError("--threads, --runs and --top must be >= 1")
     prof = profile_bundle(args.bundle, args.part, args.threads, args.runs)
     print(prof.table(args.top))
     if args.json is not None:
@@ -247,6 +305,16 @@ def _bench_parts(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _check_report_flags(args: argparse.Namespace) -> None:
+    """Before any measurement: the report files can be written, and --plot has matplotlib."""
+    for flag in ("json", "markdown", "plot"):
+        if getattr(args, flag, None) is not None:
+            _check_parent_writable(getattr(args, flag), f"--{flag}")
+    if args.plot is not None:
+        check_output_image(args.plot, "--plot")
+        require_modules(("matplotlib",), "--plot")
 
 
 def _write_reports(rows: list[dict], args: argparse.Namespace, runs: int | None, warmup: int | None) -> None:
@@ -280,14 +348,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError("bench merge needs at least one results file (bench merge A.json B.json …)")
         args.results = args.bundles[1:]
         return cmd_bench_merge(args)
+    _check_report_flags(args)
     args.reference_given = args.reference is not None
     if args.reference is None:
         args.reference = "none" if args.target == "android" else "torch"
     parts = _bench_parts(args.parts, PARTS)
-    if args.runs < 1 or args.warmup < 0:
-        raise UsageError("--runs must be >= 1 and --warmup >= 0")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError("--threads must be >= 1")
     android_flags = [f for f, v in (("--serial", args.serial), ("--benchmark-model", args.benchmark_model),
                                     ("--perf-test", args.perf_test), ("--delegates", args.delegates),
                                     ("--nnapi-accelerator", args.nnapi_accelerator)) if v is not None]
@@ -312,9 +377,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError("no row was measured (see the warnings above)")
         _write_reports(rows, args, args.runs, args.warmup)
         return 0
-    image = read_image(args.image)
     if args.target == "apple":
-        from pocketsam.benchmarks.apple import COMPUTE_UNITS, bench_apple
+        from pocketsam.benchmarks.apple import COMPUTE_UNITS, bench_apple, check_macos
+
+        check_macos()
+    image = _bench_image(args)
+    if args.target == "apple":
 
         rows = bench_apple(args.bundles, image, parts, _csv(args.compute_units) or COMPUTE_UNITS, args.warmup,
                            args.runs, args.reference, progress=not args.quiet, threads=args.threads)
@@ -328,9 +396,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_image(args: argparse.Namespace) -> np.ndarray:
+    """The photo to time on: --image, else the PyTorch reference's default sample photo (`--reference torch`), else
+    the first bundle's probe photo (the same photo, recorded in the bundle: no scikit-image needed on a device)."""
+    if args.image is not None or args.reference == "torch":
+        args.image = args.image or BENCH_PHOTO
+        return read_image(args)
+    from pocketsam.runtime.bundle import load_bundle
+
+    return load_bundle(args.bundles[0]).load_probe()["image"]
+
+
 def cmd_bench_merge(args: argparse.Namespace) -> int:
     from pocketsam.benchmarks.report import read_json
 
+    _check_report_flags(args)
     try:
         rows = read_json(args.results)
     except ValueError as e:
@@ -342,6 +422,7 @@ def cmd_bench_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    require_modules(("torch",), "pocketsam download-checkpoint (its layout check reads the file with torch)")
     from pocketsam.export.checkpoint import OFFICIAL_URL, download_checkpoint
 
     path = download_checkpoint(args.dest, url=args.url or OFFICIAL_URL, progress=not args.quiet)
@@ -356,20 +437,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pocketsam", description="MobileSAM on phones and edge boards, with parity.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from pocketsam.export.formats import ALL_PRECISIONS, FORMATS
-    from pocketsam.export.graphs import DECODER_GRAPHS, ENCODER_GRAPHS
+    # The export registry's names only: importing it imports no converter and no torch.
+    from pocketsam.export.formats import ALL_PRECISIONS, DECODER_GRAPHS, ENCODER_GRAPHS, FORMATS
+
+    positive, non_negative = count_arg(1), count_arg(0)
+    max_pixels = dict(type=positive, default=DEFAULT_MAX_PIXELS, metavar="N",
+                      help=f"refuse images over N pixels (default {DEFAULT_MAX_PIXELS}, pillow's decompression-bomb "
+                           "limit); decoding takes ~7 bytes per pixel")
 
     e = sub.add_parser("export", help="export the encoder and decoder to a bundle folder")
     e.add_argument("--format", choices=sorted(FORMATS), default="onnx")
     e.add_argument("--encoder-precision", choices=ALL_PRECISIONS, default="fp32")
     e.add_argument("--decoder-precision", choices=ALL_PRECISIONS, default="fp32")
     e.add_argument("--checkpoint", type=Path, help="official mobile_sam.pt (default: synthetic weights)")
-    e.add_argument("--seed", type=int, help="seed of the synthetic weights (default 0)")
+    e.add_argument("--seed", type=non_negative, help="seed of the synthetic weights (default 0)")
     e.add_argument("--config", choices=["vit_t", "tiny"], default="vit_t", help="tiny: a shrunk model for plumbing")
     e.add_argument("--calibration", type=Path, help="folder of images for int8-static (default: sample photos)")
-    e.add_argument("--decoder-points", type=int, metavar="N",
+    e.add_argument("--decoder-points", type=positive, metavar="N",
                    help="tflite: fixed prompt points of the decoder (default: spec.DECODER_FIXED_POINTS)")
-    e.add_argument("--decoder-batch", type=int, metavar="N",
+    e.add_argument("--decoder-batch", type=positive, metavar="N",
                    help="tflite: also a batch-N decoder signature, for many prompts on one image")
     e.add_argument("--decoder-graph", choices=DECODER_GRAPHS,
                    help="fast: attention projections folded onto the prompt side, ~2x fewer multiply-adds "
@@ -395,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", type=Path, required=True, metavar="MASK.png")
     pr.add_argument("--overlay", type=Path, metavar="OVERLAY.png")
     pr.add_argument("--backend", help="engine (default: the bundle format's)")
-    pr.add_argument("--threads", type=int)
+    pr.add_argument("--threads", type=positive)
+    pr.add_argument("--max-pixels", **max_pixels)
     pr.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
                     help="coreml backend (macOS): where Core ML may run the model (default ALL)")
     pr.set_defaults(func=cmd_predict)
@@ -408,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--checkpoint", type=Path, help="with --reference torch: the checkpoint the bundle came from")
     v.add_argument("--json", type=Path, metavar="REPORT.json")
     v.add_argument("--backend")
-    v.add_argument("--threads", type=int)
+    v.add_argument("--threads", type=positive)
     v.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
                    help="coreml backend (macOS): where Core ML may run the model (default ALL)")
     v.add_argument("--structure", action="store_true",
@@ -426,15 +513,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "warm-up. `pocketsam bench merge A.json B.json …` is `pocketsam bench-merge`.")
     b.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
     b.add_argument("--parts", default="encoder,decoder,prompt,e2e", help="comma-separated: encoder,decoder,prompt,e2e")
-    b.add_argument("--threads", type=int, help="threads for every engine (default: each engine's own)")
-    b.add_argument("--warmup", type=int, default=2, help="untimed rounds of every case first (default 2)")
-    b.add_argument("--runs", type=int, default=10, help="timed runs of every case (default 10)")
+    b.add_argument("--threads", type=positive, help="threads for every engine (default: each engine's own)")
+    b.add_argument("--warmup", type=non_negative, default=2, help="untimed rounds of every case first (default 2)")
+    b.add_argument("--runs", type=positive, default=10, help="timed runs of every case (default 10)")
     b.add_argument("--reference", choices=["torch", "probe", "none"], default=None,
                    help="torch (default on local/apple): time the PyTorch fp32 reference too, speed-up + parity vs it; "
                         "probe: no torch, parity vs each bundle's probe.npz, no speed-up; none: timings only "
                         "(default on android)")
     b.add_argument("--target", choices=["local", "android", "apple"], default="local")
-    b.add_argument("--image", default="sample:chelsea", help="photo to time on (file or sample:NAME)")
+    b.add_argument("--image", help=f"photo to time on (file or sample:NAME; default {BENCH_PHOTO}, read from the "
+                                   "first bundle's probe unless --reference torch)")
+    b.add_argument("--max-pixels", **max_pixels)
     b.add_argument("--backend", help="local: engine for every bundle (default: each format's)")
     b.add_argument("--providers", help="local, onnxruntime: execution providers in order (default: TensorRT, CUDA "
                                        "when present, then CPU)")
@@ -455,9 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "XNNPACK; onnx: onnxruntime's profiler)")
     pf.add_argument("bundle", type=Path)
     pf.add_argument("--part", choices=["encoder", "decoder"], default="encoder")
-    pf.add_argument("--threads", type=int, default=2)
-    pf.add_argument("--runs", type=int, default=5, help="timed runs per operator (default 5)")
-    pf.add_argument("--top", type=int, default=25, help="how many distinct operators to list (default 25)")
+    pf.add_argument("--threads", type=positive, default=2)
+    pf.add_argument("--runs", type=positive, default=5, help="timed runs per operator (default 5)")
+    pf.add_argument("--top", type=positive, default=25, help="how many distinct operators to list (default 25)")
     pf.add_argument("--json", type=Path, metavar="PROFILE.json")
     pf.set_defaults(func=cmd_profile)
 
@@ -471,10 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit-fp16", help="run the torch graphs with fp16 activations on photos: per-layer peaks "
                        "vs the fp16 range, embedding error and mask IoU against fp32")
     a.add_argument("--checkpoint", type=Path, help="official mobile_sam.pt (default: synthetic weights)")
-    a.add_argument("--seed", type=int, help="seed of the synthetic weights (default 0)")
+    a.add_argument("--seed", type=non_negative, help="seed of the synthetic weights (default 0)")
     a.add_argument("--config", choices=["vit_t", "tiny"], default="vit_t")
     a.add_argument("--images", type=Path, help="folder of photos (default: scikit-image sample photos)")
-    a.add_argument("--limit", type=int, default=4, help="how many photos (default 4)")
+    a.add_argument("--limit", type=positive, default=4, help="how many photos (default 4)")
     a.add_argument("--bundle", type=Path, help="a CoreML bundle: check its fp32 ops are the audit's verdict")
     a.add_argument("--json", type=Path, metavar="AUDIT.json")
     a.set_defaults(func=cmd_audit_fp16)
@@ -497,11 +586,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = _show_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse printed usage or help: its exit code (2 for a mistake), returned like ours
+        return int(e.code or 0)
     try:
         return int(args.func(args) or 0)
     except PocketSamError as e:
         print(f"pocketsam {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as e:  # an export-side package on a runtime-only install (require_modules missed it)
+        if (e.name or "").split(".")[0] not in EXTRA_OF_MODULE:
+            raise
+        print(f"pocketsam {args.command}: error: {missing_extra_message(e.name, 'this command')}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -26,8 +26,7 @@ from pocketsam.runtime.verify import CheckResult, compare, judge, record_referen
 
 from .calibration import PROBE_PHOTO, calibration_images, sample_photo
 from .checkpoint import checkpoint_origin
-from .formats import FORMATS, ExportJob
-from .graphs import DECODER_GRAPHS, ENCODER_GRAPHS
+from .formats import DECODER_GRAPHS, ENCODER_GRAPHS, FORMATS, ExportJob
 from .model import build_mobile_sam
 from .reference import reference_sessions
 

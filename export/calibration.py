@@ -10,41 +10,18 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from pocketsam.runtime.errors import InvalidImageError
-from pocketsam.runtime.image import load_image
+from pocketsam.runtime.image import IMAGE_SUFFIXES, PROBE_PHOTO, SAMPLE_PHOTOS, named_images, sample_photo
 from pocketsam.runtime.predictor import Predictor
 from pocketsam.runtime.session import RecordingSession, Session
 from pocketsam.runtime.transforms import preprocess
 
-# scikit-image ships these colour photos inside its wheel (no download). Ordered so the first few already span
-# aspect ratios: square, landscape, wide, and a microscope image unlike any street photo.
-SAMPLE_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "immunohistochemistry", "stereo_motorcycle", "hubble_deep_field")
-PROBE_PHOTO = "chelsea"  # 300 x 451: small, so probe.npz stays small; a clear subject in the middle
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def sample_photo(name: str) -> np.ndarray:
-    """One of scikit-image's sample photos as HxWx3 uint8 RGB."""
-    import skimage.data
-
-    img = getattr(skimage.data, name)()
-    if isinstance(img, tuple):  # stereo pairs: take the left view
-        img = img[0]
-    return np.ascontiguousarray(img[..., :3])
+__all__ = ["IMAGE_SUFFIXES", "PROBE_PHOTO", "SAMPLE_PHOTOS", "calibration_images", "decoder_calibration",
+           "encoder_calibration", "sample_photo"]
 
 
 def calibration_images(directory: Path | None = None, limit: int = 8) -> Iterator[np.ndarray]:
     """Up to `limit` HxWx3 uint8 RGB images: every image file of `directory` (sorted), or the sample photos."""
-    if directory is None:
-        for name in SAMPLE_PHOTOS[:limit]:
-            yield sample_photo(name)
-        return
-    directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if directory.is_dir() else []
-    if not files:
-        raise InvalidImageError(f"{directory}: no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate on")
-    for path in files[:limit]:
-        yield load_image(path)
+    return (image for _, image in named_images(directory, limit))
 
 
 def decoder_calibration(encoder: Session, decoder: Session, images: Iterable[np.ndarray], seed: int) -> list[dict]:

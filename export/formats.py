@@ -12,6 +12,15 @@ from typing import Any, Callable
 
 import numpy as np
 
+# The graphs `--encoder-graph` / `--decoder-graph` pick (built by `graphs.encoder_graph` / `graphs.decoder_graph`;
+# named here so the CLI lists them without importing torch). Encoder: "fast" (export/encoder_rewrite.py),
+# "fast-grouped" (the same with the q, k, v projections grouped over heads: `EncoderRewrite.grouped_qkv`) or
+# "reference" (upstream-shaped TinyViT). Decoder: "fast" (export/decoder_rewrite.py) or "reference", the
+# upstream-shaped graph the PyTorch reference runs, for comparing or for ruling the rewrite out when a result looks
+# wrong. Each format has its defaults (`FormatExporter.default_decoder_graph`, `encoder_graph_for`).
+ENCODER_GRAPHS = ("fast", "fast-grouped", "reference")
+DECODER_GRAPHS = ("fast", "reference")
+
 
 @dataclass
 class ExportJob:

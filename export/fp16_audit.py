@@ -433,18 +433,14 @@ def run_audit_command(checkpoint, seed: int, config: str, images_dir, limit: int
     import warnings
     from pathlib import Path
 
-    from .calibration import SAMPLE_PHOTOS, calibration_images
+    from pocketsam.runtime.image import named_images
+
     from .model import build_mobile_sam
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_mobile_sam(checkpoint=checkpoint, seed=seed, config=config)
-    photos = list(calibration_images(images_dir, limit))
-    if images_dir is None:
-        names = list(SAMPLE_PHOTOS[: len(photos)])
-    else:
-        names = sorted(p.name for p in Path(images_dir).iterdir() if p.is_file())[: len(photos)]
-    result = audit_fp16(model, list(zip(names, photos)))
+    result = audit_fp16(model, list(named_images(images_dir, limit)))
     text, ok = result.to_text(), result.passed
     if bundle is not None:
         problems = coreml_agreement(bundle, result.keep_fp32)

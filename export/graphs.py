@@ -13,6 +13,7 @@ from torch import nn
 from pocketsam.runtime import spec
 
 from . import decoder_rewrite, encoder_rewrite
+from .formats import DECODER_GRAPHS, ENCODER_GRAPHS
 from .model import MobileSam
 
 
@@ -43,11 +44,6 @@ class EncoderGraph(nn.Module):
         return encoder((image - self.pixel_mean) / self.pixel_std)
 
 
-# What `--encoder-graph` picks, as DECODER_GRAPHS below: "fast" (export/encoder_rewrite.py), "fast-grouped" (the
-# same with the q, k, v projections grouped over heads: `EncoderRewrite.grouped_qkv`) or "reference".
-ENCODER_GRAPHS = ("fast", "fast-grouped", "reference")
-
-
 def encoder_graph(model: MobileSam, name: str, same_stride2: bool = False) -> EncoderGraph:
     """The encoder graph called `name` (one of ENCODER_GRAPHS) over `model` (`same_stride2`: the fast graphs'
     cheap stride-2 convs as SAME convs, for LiteRT; see `encoder_rewrite.EncoderRewrite`)."""
@@ -55,12 +51,6 @@ def encoder_graph(model: MobileSam, name: str, same_stride2: bool = False) -> En
         raise ValueError(f"unknown encoder graph {name!r} (choose from {', '.join(ENCODER_GRAPHS)})")
     rewrite = encoder_rewrite.EncoderRewrite(grouped_qkv=name == "fast-grouped", same_stride2=same_stride2)
     return EncoderGraph(model, fast=name != "reference", rewrite=rewrite)
-
-
-# What `--decoder-graph` picks: "fast" (export/decoder_rewrite.py) or "reference", the upstream-shaped graph (the
-# one the PyTorch reference runs), for comparing or for ruling the rewrite out when a result looks wrong. Each
-# format has its default (`FormatExporter.default_decoder_graph`).
-DECODER_GRAPHS = ("fast", "reference")
 
 
 def decoder_graph(model: MobileSam, name: str,

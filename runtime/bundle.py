@@ -54,6 +54,11 @@ class Bundle:
         return str(self.manifest["checkpoint"]["description"])
 
     @property
+    def is_synthetic(self) -> bool:
+        """True when the parts were made from seeded synthetic weights (masks are not meaningful segmentations)."""
+        return self.manifest["checkpoint"]["kind"] == "random"
+
+    @property
     def probe_path(self) -> Path:
         return self.root / spec.PROBE_NAME
 

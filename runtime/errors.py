@@ -21,7 +21,12 @@ class BundleError(PocketSamError, ValueError):
     """A bundle folder or model file is missing, truncated, tampered with, or of another spec version."""
 
 
-class MissingEngineError(PocketSamError, ImportError):
+class MissingExtraError(PocketSamError, ImportError):
+    """A command or function needs a package the install lacks (torch for export, scikit-image for sample photos);
+    the message names the pip extra (or package) that brings it."""
+
+
+class MissingEngineError(MissingExtraError):
     """The inference engine a backend needs is not installed; the message names the pip extra."""
 
 

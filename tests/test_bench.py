@@ -188,7 +188,7 @@ def test_cli_bench_probe_writes_json_markdown_plot(tiny_bundle, tmp_path, capsys
 
 @pytest.mark.parametrize("argv, message", [
     (["bench", "b", "--parts", "encoder,everything"], "unknown part"),
-    (["bench", "b", "--runs", "0"], "--runs must be"),
+    (["bench", "b", "--runs", "0"], "--runs: must be >= 1"),
     (["bench", "b", "--serial", "X"], "only apply to --target android"),
     (["bench", "b", "--compute-units", "ALL"], "only applies to --target apple"),
     (["bench", "b", "--target", "android", "--parts", "prompt"], "encoder and decoder only"),

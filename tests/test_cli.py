@@ -118,9 +118,7 @@ def test_user_mistakes_are_one_line_exit_2(capsys, tiny_bundle, photo, tmp_path,
 
 @pytest.mark.parametrize("bad", ["--point=1", "--point=a,b", "--box=1,2,3"])
 def test_malformed_flags_exit_2(capsys, tiny_bundle, photo, tmp_path, bad):
-    with pytest.raises(SystemExit) as e:
-        main(["predict", str(tiny_bundle), str(photo), bad, "--out", str(tmp_path / "m.png")])
-    assert e.value.code == 2
+    assert main(["predict", str(tiny_bundle), str(photo), bad, "--out", str(tmp_path / "m.png")]) == 2
     assert "Traceback" not in capsys.readouterr().err
 
 
