@@ -27,6 +27,13 @@ class UsageError(PocketSamError):
     """A flag combination or value the parser cannot catch by itself."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its mistakes on one line, as pocketsam's own (the usage block is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # --- argument types ------------------------------------------------------------------------------------------
 
 
@@ -208,6 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         overlay(image, masks[best], points=coords, labels=labels, box=box).save(args.overlay)
         print(f"wrote {args.overlay}")
     if bundle.is_synthetic:
+        sys.stdout.flush()
         print(f"note: this bundle runs on {bundle.checkpoint_description}: masks are not meaningful segmentations "
               "(pocketsam download-checkpoint, then export --checkpoint, for the official weights)", file=sys.stderr)
     return 0
@@ -434,7 +442,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pocketsam", description="MobileSAM on phones and edge boards, with parity.")
+    p = _Parser(prog="pocketsam", description="MobileSAM on phones and edge boards, with parity.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # The export registry's names only: importing it imports no converter and no torch.
@@ -577,8 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings (e.g. "random weights, seed 0") as one plain line, not a source excerpt."""
-    print(f"pocketsam: note: {message}", file=sys.stderr)
+    """Warnings (e.g. "random weights, seed 0") as one plain line, not a source excerpt; what stdout holds so far is
+    written first, so a note never lands inside a line of the report when both go to one terminal or file."""
+    sys.stdout.flush()
+    print(f"pocketsam: note: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,7 +73,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         w, h = im.size
         if max_pixels is not None and w * h > max_pixels:
             raise InvalidImageError(
-                f"{path}: {w}x{h} is {w * h / 1e6:.0f} Mpx, over the {max_pixels / 1e6:.0f} Mpx limit that guards "
+                f"{path}: {w}x{h} is {w * h / 1e6:.3g} Mpx, over the {max_pixels / 1e6:.3g} Mpx limit that guards "
                 f"against decompression bombs; decoding it takes ~{w * h * BYTES_PER_PIXEL / 2**30:.1f} GiB: "
                 "pass --max-pixels N (Python: load_image(path, max_pixels=N or None)) to open it anyway"
             )

@@ -33,7 +33,9 @@ def _io_lines(bundle: Bundle, part: str) -> list[str]:
     describe_io = getattr(session, "describe_io", None)
     if describe_io is None:
         return [f"    inputs {session.input_names}, outputs {session.output_names}"]
-    lines = [f"    {kind:<7}{name:<18}{shape} {dtype}" for kind, name, shape, dtype in describe_io()]
+    rows = describe_io()
+    width = max(len(name) for _, name, _, _ in rows) + 2  # names as long as cached_image_tokens keep a gap
+    lines = [f"    {kind:<7}{name:<{width}}{shape} {dtype}" for kind, name, shape, dtype in rows]
     return lines + _operator_lines(session)
 
 

@@ -272,9 +272,14 @@ def validate_image(image: object) -> None:
 
 
 def _as_float_array(value: object, name: str) -> np.ndarray:
+    """`value` as float64, refused (one line) unless it is real numbers, all finite."""
     try:
+        if np.iscomplexobj(value):  # float64 conversion would drop the imaginary part with only a warning
+            raise InvalidPromptError(f"{name} must be real numbers, got complex values")
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError) as e:
+        if isinstance(e, InvalidPromptError):
+            raise
         raise InvalidPromptError(f"{name} must be numbers, got {type(value).__name__}") from None
     if not np.all(np.isfinite(arr)):
         raise InvalidPromptError(f"{name} must be finite, got NaN or inf")
@@ -343,6 +348,9 @@ def validate_mask_input(mask_input: object, batch: int | None = None) -> np.ndar
     """Check low-res mask logits (a previous prediction's, 256x256 in the input frame): 1x256x256 or 256x256, or
     Bx1x256x256 when `batch` is given. Returns float32 Bx1x256x256 (B = 1 when `batch` is None)."""
     m = _as_float_array(mask_input, "mask_input")
+    limit = float(np.finfo(np.float32).max)
+    if m.size and np.abs(m).max() > limit:  # would become inf in float32, then NaN scores and empty masks
+        raise InvalidPromptError(f"mask_input must be float32 logits, |x| <= {limit:.3g}; got {np.abs(m).max():.3g}")
     s = LOW_RES_MASK_SIZE
     if batch is None:
         if m.shape not in ((s, s), (1, s, s)):

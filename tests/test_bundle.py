@@ -70,7 +70,7 @@ def test_parts_from_different_exports(bundle_copy):
 
 def test_unknown_spec_version(bundle_copy):
     _edit_manifest(bundle_copy, lambda m: m.update(spec_version="999"))
-    with pytest.raises(BundleError, match="spec version '999'"):
+    with pytest.raises(BundleError, match="spec version 999 is not this runtime's 2;"):
         load_bundle(bundle_copy)
 
 

@@ -128,3 +128,18 @@ def test_console_script_is_installed():
         assert command in out
     out = subprocess.run([sys.executable, "-m", "pocketsam", "--help"], capture_output=True, text=True, check=True)
     assert "export" in out.stdout
+
+
+def test_info_columns_and_notes_on_their_own_lines(tiny_bundle, photo, tmp_path):
+    """Long input names keep a gap before their shapes; notes on stderr never land inside a stdout line when both
+    go to one file (2>&1)."""
+    import re
+
+    info = subprocess.run(["pocketsam", "info", str(tiny_bundle)], capture_output=True, text=True, check=True).stdout
+    io = [line for line in info.splitlines() if line.startswith("    input ") or line.startswith("    output ")]
+    assert io and all(re.match(r"    (input |output) \S+ {2,}\[", line) for line in io), io
+    both = subprocess.run(["pocketsam", "predict", str(tiny_bundle), str(photo), "--point", "225,150", "--out",
+                           str(tmp_path / "m.png")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert both.returncode == 0
+    notes = [line for line in both.stdout.splitlines() if "note:" in line]
+    assert notes and all(line.startswith("note:") or line.startswith("pocketsam: note:") for line in notes), notes

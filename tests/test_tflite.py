@@ -23,9 +23,9 @@ from _bundles import (  # noqa: F401  (pytest fixtures)
 )
 
 from pocketsam.runtime import spec
+from pocketsam.runtime.bundle import load_bundle
 from pocketsam.runtime.errors import BackendError, BundleError, InvalidPromptError, MissingEngineError
 from pocketsam.runtime.loading import open_bundle
-from pocketsam.runtime.bundle import load_bundle
 from pocketsam.runtime.parity import checks_for
 from pocketsam.runtime.predictor import Predictor
 
@@ -243,7 +243,8 @@ def test_delegate_that_cannot_load(tiny_tflite_bundle, tmp_path):
 
 
 def test_swapped_parts_in_bundle(tiny_tflite_bundle, tmp_path):
-    """encoder.tflite where the decoder should be (hashes re-recorded): refused by the I/O check, not run."""
+    """encoder.tflite where the decoder should be (hashes re-recorded): refused by the file's own part stamp, and
+    by the I/O check when the stamp is not read (no hash check), never run."""
     import json
 
     from pocketsam.runtime.bundle import sha256_of
@@ -254,8 +255,10 @@ def test_swapped_parts_in_bundle(tiny_tflite_bundle, tmp_path):
     m = json.loads((root / "manifest.json").read_text())
     m["parts"]["decoder"]["sha256"] = sha256_of(root / "decoder.tflite")
     (root / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="decoder.tflite: signature 'serving_default' inputs"):
+    with pytest.raises(BundleError, match="decoder.tflite: holds the encoder graph, but the manifest uses it as"):
         open_bundle(root)
+    with pytest.raises(BundleError, match="decoder.tflite: signature 'serving_default' inputs"):
+        open_bundle(load_bundle(root, verify_hashes=False))
 
 
 def test_missing_engine_names_the_extra(tiny_tflite_bundle, monkeypatch):

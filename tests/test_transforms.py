@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _bad_inputs import BOXES, IMAGE_ARRAYS, MASKS, POINTS  # the catalog of bad inputs (tests/_bad_inputs.py)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -185,25 +186,7 @@ def test_threshold_is_strictly_greater_than_the_spec_threshold() -> None:
 # --- validation ---------------------------------------------------------------------------------------------
 
 GOOD = np.zeros((8, 8, 3), np.uint8)
-BAD_IMAGES = [
-    (np.zeros((64, 64), np.uint8), "2-D (grayscale) array of shape (64, 64): convert with np.stack([img]*3, -1)"),
-    (np.zeros((64, 64, 1), np.uint8), "single-channel array of shape (64, 64, 1)"),
-    (np.zeros((64, 64, 4), np.uint8), "4-channel (RGBA) array of shape (64, 64, 4): drop alpha with img[..., :3]"),
-    (np.zeros((64, 64, 3), np.float32), "got float32 pixels"),
-    (np.zeros((64, 64, 3), np.float64), "got float64 pixels"),
-    (np.zeros((64, 64, 3), np.uint16), "got uint16 (16-bit) pixels"),
-    (np.zeros((64, 64, 3), np.int64), "got int64 pixels"),
-    (np.zeros((0, 5, 3), np.uint8), "empty array of shape (0, 5, 3)"),
-    (np.zeros((1, 5, 3), np.uint8), "at least 2x2 pixels, got 1x5"),
-    (np.zeros((5, 1, 3), np.uint8), "at least 2x2 pixels, got 5x1"),
-    (np.zeros((2, 5000, 3), np.uint8), "would shrink to 0 pixels"),
-    (np.zeros((4, 4, 3, 1), np.uint8), "array of shape (4, 4, 3, 1)"),
-    ([[[0, 0, 0]]], "got a list"),
-    (Image.new("RGB", (4, 4)), "np.asarray(pil_image.convert('RGB'))"),
-]
-
-
-@pytest.mark.parametrize("image,fragment", BAD_IMAGES, ids=[f[:30] for _, f in BAD_IMAGES])
+@pytest.mark.parametrize("image,fragment", IMAGE_ARRAYS, ids=[f[:30] for _, f in IMAGE_ARRAYS])
 def test_bad_images_raise_specific_errors(image: object, fragment: str) -> None:
     with pytest.raises(InvalidImageError, match="expected an HxWx3 uint8 RGB image") as info:
         T.validate_image(image)
@@ -220,26 +203,7 @@ def test_good_images_pass() -> None:
 
 
 SIZE = (100, 200)  # h, w
-BAD_POINTS = [
-    (np.array([10.0, 20.0]), np.array([1]), "got shape (2,); for one point use [[x, y]]"),
-    (np.zeros((2, 3)), np.array([1, 1]), "point_coords must be Nx2"),
-    (np.zeros((0, 2)), np.zeros(0), "point_coords must be Nx2"),
-    (np.array([[1.0, np.nan]]), np.array([1]), "point_coords must be finite"),
-    (np.array([[1.0, np.inf]]), np.array([1]), "point_coords must be finite"),
-    (np.array([["a", "b"]]), np.array([1]), "point_coords must be numbers"),
-    (np.array([[201.0, 5.0]]), np.array([1]), "x in [0, 200] and y in [0, 100], got (x, y) = (201, 5)"),
-    (np.array([[5.0, -0.5]]), np.array([1]), "got (x, y) = (5, -0.5)"),
-    (np.array([[5.0, 100.01]]), np.array([1]), "got (x, y) = (5, 100.01)"),
-    (np.array([[1.0, 2.0]]), np.array([1, 0]), "point_labels must have shape (1,)"),
-    (np.array([[1.0, 2.0]]), np.array([[1]]), "point_labels must have shape (1,)"),
-    (np.array([[1.0, 2.0], [3, 4]]), np.array([1, 2]), "must be 0 or 1 (background / foreground), got [2.0]"),
-    (np.array([[1.0, 2.0]]), np.array([-1]), "point_labels must be 0 or 1"),
-    (np.array([[1.0, 2.0]]), None, "point_coords and point_labels must be given together"),
-    (None, np.array([1]), "point_coords and point_labels must be given together"),
-]
-
-
-@pytest.mark.parametrize("coords,labels,fragment", BAD_POINTS, ids=[f[:30] for *_, f in BAD_POINTS])
+@pytest.mark.parametrize("coords,labels,fragment", POINTS, ids=[f[:30] for *_, f in POINTS])
 def test_bad_points_raise_specific_errors(coords, labels, fragment: str) -> None:
     with pytest.raises(InvalidPromptError) as info:
         T.validate_points(coords, labels, SIZE)
@@ -255,18 +219,7 @@ def test_points_on_the_border_pass() -> None:
         T.validate_points(np.zeros((3, 2)), np.ones(3), SIZE, batched=True)
 
 
-BAD_BOXES = [
-    (np.array([1, 2, 3]), "box must be length 4"),
-    (np.zeros((2, 4)), "box must be length 4"),
-    (np.array([10, 10, 5, 20]), "x0 <= x1 and y0 <= y1, got [10.0, 10.0, 5.0, 20.0]"),
-    (np.array([10, 30, 20, 20]), "x0 <= x1 and y0 <= y1"),
-    (np.array([0, 0, 201, 10]), "box corners must lie inside the 100x200 image"),
-    (np.array([-1, 0, 10, 10]), "box corners must lie inside"),
-    (np.array([0, 0, np.nan, 10]), "box must be finite"),
-]
-
-
-@pytest.mark.parametrize("box,fragment", BAD_BOXES, ids=[f[:30] for _, f in BAD_BOXES])
+@pytest.mark.parametrize("box,fragment", BOXES, ids=[f[:30] for _, f in BOXES])
 def test_bad_boxes_raise_specific_errors(box, fragment: str) -> None:
     with pytest.raises(InvalidPromptError) as info:
         T.validate_box(box, SIZE)
@@ -281,15 +234,7 @@ def test_boxes_pass_and_batched_boxes_are_checked() -> None:
         T.validate_boxes(np.zeros(4), SIZE)
 
 
-BAD_MASKS = [
-    (np.zeros((1, 128, 128)), "mask_input must be 1x256x256 (or 256x256) logits, got shape (1, 128, 128)"),
-    (np.zeros((1, 1, 256, 256)), "got shape (1, 1, 256, 256)"),
-    (np.zeros((3, 256, 256)), "got shape (3, 256, 256)"),
-    (np.full((1, 256, 256), np.nan), "mask_input must be finite"),
-]
-
-
-@pytest.mark.parametrize("mask,fragment", BAD_MASKS, ids=[f[:30] for _, f in BAD_MASKS])
+@pytest.mark.parametrize("mask,fragment", MASKS, ids=[f[:30] for _, f in MASKS])
 def test_bad_mask_inputs_raise_specific_errors(mask, fragment: str) -> None:
     with pytest.raises(InvalidPromptError) as info:
         T.validate_mask_input(mask)
