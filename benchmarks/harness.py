@@ -50,8 +50,7 @@ class Stats:
 
 # Pause before every timed call. Engines keep their worker threads spinning for a while after a call returns
 # (onnxruntime's intra-op pool, XNNPACK's pthreadpool, torch's OpenMP team); back to back, the next contender then
-# shares the cores with those spinners. Measured here (2 cores, ORT decoder then eager decoder, medians of 8):
-# no pause ORT 137 ms / eager 161 ms, 10 ms 117 / 152, 50 ms 72 / 111, 200 ms 62 / 103, and alone 66 / 104.
+# shares the cores with those spinners. With 0.2 s both contenders time as they do alone (docs/performance.md).
 SETTLE_S = 0.2
 
 

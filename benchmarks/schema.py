@@ -35,7 +35,7 @@ SCHEMA_VERSION = 1
 
 PARTS = ("encoder", "decoder", "prompt", "e2e")
 TARGETS = ("local", "android", "apple")
-REFERENCES = ("torch", "probe", "none")
+REFERENCES = ("torch", "probe", "none")  # what a row's speed-up and parity are measured against (`bench --reference`)
 
 # What a row's `memory` figures mean; the kind travels with the numbers so a table never mixes them silently.
 MEMORY_KINDS = {

@@ -1,4 +1,4 @@
-"""pocketsam: MobileSAM exported to ONNX (TFLite and CoreML next), run by a torch-free runtime with SamPredictor's
+"""pocketsam: MobileSAM exported to ONNX, TFLite and CoreML bundles, run by a torch-free runtime with SamPredictor's
 API, with every artifact's parity against the PyTorch reference measured and recorded.
 
 Subpackages: `pocketsam.runtime` (numpy + pillow; what goes on the device), `pocketsam.export` (torch and the

@@ -1,7 +1,8 @@
 """The `pocketsam` command: parse, validate, call a typed function. No logic of its own.
 
-Every user mistake is one line on stderr and exit code 2 (argparse's convention), never a traceback; a failed
-parity check is exit code 1.
+Exit codes: 0 done; 1 a parity check failed; 2 a user mistake (one line on stderr, argparse's convention, never a
+traceback); 3 a converter or internal failure (one line that says how to see the full traceback: `--debug` or
+POCKETSAM_DEBUG=1).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import numpy as np
 from pocketsam.runtime.errors import MissingExtraError, PocketSamError
 from pocketsam.runtime.image import DEFAULT_MAX_PIXELS, PROBE_PHOTO, SAMPLE_PREFIX
 
-EXIT_USAGE = 2
 EXIT_PARITY = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+DEBUG_ENV = "POCKETSAM_DEBUG"
 BENCH_PHOTO = SAMPLE_PREFIX + PROBE_PHOTO  # what bench times on by default: the photo every probe records
 
 
@@ -443,9 +446,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pocketsam", description="MobileSAM on phones and edge boards, with parity.")
+    p.add_argument("--debug", action="store_true",
+                   help=f"show the full traceback of a converter or internal failure (or set {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # The export registry's names only: importing it imports no converter and no torch.
+    from pocketsam.benchmarks.schema import REFERENCES
     from pocketsam.export.formats import ALL_PRECISIONS, DECODER_GRAPHS, ENCODER_GRAPHS, FORMATS
 
     positive, non_negative = count_arg(1), count_arg(0)
@@ -524,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=positive, help="threads for every engine (default: each engine's own)")
     b.add_argument("--warmup", type=non_negative, default=2, help="untimed rounds of every case first (default 2)")
     b.add_argument("--runs", type=positive, default=10, help="timed runs of every case (default 10)")
-    b.add_argument("--reference", choices=["torch", "probe", "none"], default=None,
+    b.add_argument("--reference", choices=REFERENCES, default=None,
                    help="torch (default on local/apple): time the PyTorch fp32 reference too, speed-up + parity vs it; "
                         "probe: no torch, parity vs each bundle's probe.npz, no speed-up; none: timings only "
                         "(default on android)")
@@ -581,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--url", help=argparse.SUPPRESS)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
+    for command in sub.choices.values():  # --debug also after the command (SUPPRESS: the top level's stays if absent)
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -613,6 +621,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a converter's or our own failure: not the user's mistake, so not exit 2
+        if args.debug or os.environ.get(DEBUG_ENV):
+            raise
+        print(f"pocketsam {args.command}: {internal_failure(e)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def internal_failure(e: Exception) -> str:
+    """One line for a failure that is not a usage mistake, saying how to get the full traceback."""
+    from pocketsam.export.core import ConversionError
+
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    more = " (more in the traceback)" if "\n" in text else ""
+    kind = "conversion failed" if isinstance(e, ConversionError) else f"internal error ({type(e).__name__})"
+    return (f"{kind}: {first}{more}; rerun with --debug (or {DEBUG_ENV}=1) for the full traceback, and include "
+            "it if you report this")
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ def export_bundle(
 
     if format not in FORMATS:
         raise BundleError(f"format {format!r} is not supported (available: {', '.join(FORMATS)})")
-    exporter = FORMATS[format]()
+    exporter = FORMATS[format]
     precisions = {"encoder": encoder_precision, "decoder": decoder_precision}
     for part, p in precisions.items():
         if p not in exporter.precisions:

@@ -36,8 +36,8 @@ Engines want the same products written differently; `DecoderRewrite` says how (e
 - `image_cache` (ONNX): the first layer's work that depends on the image alone (`ImageCache`: the image tokens
   with the dense embedding added, their token -> image key and value projections and their image -> token query
   projection) is computed once, returned as extra outputs, and the rest of the graph reads it from there. The
-  ONNX export then lets a later call take it as inputs instead (`onnx_rewrite.cache_image_stage`): every click
-  after the first on an image skips it (~10 % of the decoder, docs/performance.md §6.3). The projections of the
+  ONNX export then lets a later call take it as inputs instead (`onnx.rewrite.cache_image_stage`): every click
+  after the first on an image skips it (about a tenth of the decoder, docs/performance.md). The projections of the
   image side are the ones the other layers fold onto the prompt side; for the cached layer the projected image
   tokens are cheaper than the fold (4096 x 16 x N per head instead of 4096 x 256 x 8N). Its block-diagonal keys
   are built through one 5-D tensor of 8 x 16 x 8 x N values (ONNX only; LiteRT's form stays within 4-D).
@@ -97,7 +97,7 @@ def _heads(attn: Attention) -> tuple[int, int]:
 # The small per-head products against a weight (H x .. x ..) are written with the heads as the *only* batch axis
 # on both operands (prompt batch folded into the rows): a BATCH_MATMUL whose operands broadcast different batch
 # shapes is not taken by XNNPACK, and LiteRT then runs it, and splits the graph around it, on its plain kernels
-# (measured: decoder 94 ms instead of ~50 ms).
+# (the decoder then takes about twice as long).
 
 
 def _heads_first(x: Tensor, b: int, n: int, h: int) -> Tensor:
@@ -114,9 +114,9 @@ def _scores(a: Tensor, k: Tensor, einsum: bool) -> Tensor:
     """a @ k^T for B x M x C prompt-side rows and B x Nk x C image tokens -> B x M x Nk.
 
     `einsum`: written as an einsum, which litert-torch lowers to BATCH_MATMUL. As `a @ k.transpose(1, 2)` it
-    becomes a FULLY_CONNECTED whose *weights* are the activation k, which XNNPACK repacks on every call (measured:
-    11.7 ms against 3.1 ms for (1, 88, 256) x (4096, 256)). onnxruntime is the other way round (its Einsum ~40 %
-    slower than MatMul), so only LiteRT exports ask for it.
+    becomes a FULLY_CONNECTED whose *weights* are the activation k, which XNNPACK repacks on every call (several
+    times slower, docs/tflite.md). onnxruntime is the other way round (its Einsum is slower than MatMul), so only
+    LiteRT exports ask for it.
     """
     if not einsum:
         return a @ k.transpose(1, 2)
@@ -285,8 +285,7 @@ def _transposed_conv(x: Tensor, conv: torch.nn.ConvTranspose2d, tiled_bias: bool
     The bias is added after the reshape, broadcast over the 4 sub-pixels (a tiled bias constant would be a
     BROADCAST_TO in TFLite, which XNNPACK does not take); `tiled_bias` (onnxruntime, where it folds to a
     constant) adds it tiled, before the reshape (`DecoderRewrite`). The reshape also keeps onnxruntime from fusing
-    the add with the GELU that follows: its BiasGelu measured slower than the two (1.33 ms against 0.42 + 0.67 ms
-    on 16384 x 128)."""
+    the add with the GELU that follows: its BiasGelu measured slower than the two (docs/performance.md)."""
     c_in, c_out = conv.weight.shape[0], conv.weight.shape[1]
     y = x @ conv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
     if tiled_bias:

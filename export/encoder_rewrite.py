@@ -4,8 +4,8 @@ The fast encoder graph (`EncoderGraph(model, fast=True)`, exported by default fo
 instead of the upstream-shaped `pocketsam.export.model.tiny_vit` modules, which stay the PyTorch reference every
 bundle is verified against. Every change is a reordering of the same arithmetic (parity is tested like any conversion).
 
-Why (measured with `pocketsam profile`, docs/performance.md §5): in the upstream-shaped graph
-~20 % of the LiteRT encoder's time was layout copies (TRANSPOSE, RESHAPE, SLICE) around the products, not the
+Why (measured with `pocketsam profile`; the figures are in docs/performance.md): in the upstream-shaped graph
+a fifth of the LiteRT encoder's time was layout copies (TRANSPOSE, RESHAPE, SLICE) around the products, not the
 products themselves:
 
 - Attention splits one qkv projection into heads and moves the head axis in front (three 4-D TRANSPOSEs of every
@@ -17,21 +17,20 @@ products themselves:
   `permute`, the converter's own NCHW<->NHWC transposes cancel against ours (upstream's `transpose(1, 2)` +
   `reshape` put a RESHAPE between them): four full-tensor TRANSPOSEs fewer per block.
 
-Per-block LiteRT latency, 2 threads (isolated blocks, upstream-shaped -> this): stage 1 83 -> 59 ms, stage 2
-35 -> 29 ms, stage 3 106 -> 85 ms; whole encoder ~15 % faster. onnxruntime gains less (5-9 %: it already fuses
-the reshapes and transposes away), but gains: both export it by default, except TFLite full int8 (its
+Every stage runs faster under LiteRT this way; onnxruntime gains less (it already fuses the reshapes and
+transposes away), but does not lose: both export it by default, except TFLite full int8 (its
 QUANTIZE/DEQUANTIZE islands triple around per-head projections); CoreML keeps the upstream-shaped graph until it
 is measured on a Mac (`FormatExporter.default_encoder_graph`, `encoder_graph_by_precision`).
 
-Two variants (`EncoderRewrite`), each measured where it is used (docs/performance.md §6):
+Two variants (`EncoderRewrite`), each measured where it is used (docs/performance.md):
 - `grouped_qkv` (graph "fast-grouped"): one projection for the queries of all heads, one for the keys, one for
   the values, sliced per head. Under dynamic-range int8 every FULLY_CONNECTED quantizes its float input on the
-  fly, so per-head projections quantized the same window tensor 3 x heads times (115 ms of that encoder's
-  profile); grouped, three times. LiteRT int8-dynamic encoder 288 -> 266 ms; fp32 2 % slower (the slices copy).
+  fly, so per-head projections quantized the same window tensor 3 x heads times; grouped, three times. Faster
+  for LiteRT int8-dynamic, slightly slower in fp32 (the slices copy), so only int8-dynamic uses it.
 - `same_stride2` (LiteRT exports): a 3x3 stride-2 conv with padding 1 on an even-sized input never reads its
   bottom/right padding, so it equals a 4x4 kernel (the 3x3 one, zero-extended on the bottom/right) whose
   symmetric padding 1 is TFLite's SAME. litert-torch then folds the padding into the conv instead of a PAD op
-  that copies the whole input (8.8-19 ms for the 1024x1024x3 image under XNNPACK, isolated-op profiles). Used where the extra taps are
+  that copies the whole input (costly for the 1024x1024x3 image under XNNPACK). Used where the extra taps are
   cheap: the 3-channel first conv and the depthwise convs of the patch merges.
 """
 
@@ -146,10 +145,10 @@ def fast_merge(merge: PatchMerging, x: Tensor, same_stride2: bool = False) -> Te
 
 class FastPatchEmbed(nn.Module):
     """`embed(x)`; `same_stride2`: its first, 3-channel conv as in `conv_bn` (the second one, 32 -> 64 channels,
-    would pay 16/9 of its 1.2 G multiply-adds to save a 6 ms PAD, so it keeps its PAD).
+    would pay 16/9 of its 1.2 G multiply-adds to save one PAD, so it keeps its PAD).
 
     A module (not a function) so that converters naming ops by module path keep them in a "PatchEmbed" scope,
-    which the TFLite int8-dynamic recipe keeps float (`tflite_quantize.TFLITE_RECIPES`)."""
+    which the TFLite int8-dynamic recipe keeps float (`tflite.recipes.TFLITE_RECIPES`)."""
 
     def __init__(self, embed: PatchEmbed, same_stride2: bool) -> None:
         super().__init__()

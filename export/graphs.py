@@ -140,3 +140,46 @@ class DecoderGraph(nn.Module):
         keys = (image_embeddings + dense).flatten(2).transpose(1, 2)  # B x HW x C tokens, row-major
         key_pe = image_pe.flatten(2).transpose(1, 2)
         return self.fast_mask_decoder(keys, key_pe, sparse)
+
+
+# --- sample inputs and the check every converted file gets ----------------------------------------------------
+
+# Sizes of the symbolic axes in the sample inputs. num_points=3 so that no axis is 1 by accident: a tracer can
+# specialize a size-1 axis into a broadcast that then breaks other sizes.
+DUMMY_AXES = {"batch": 2, "num_points": 3}
+
+
+def dummy_inputs(graph: spec.GraphSpec, seed: int = 0, **axes: int) -> tuple[torch.Tensor, ...]:
+    """Seeded float32 inputs with the spec's shapes (symbolic axes from DUMMY_AXES unless given), in input order:
+    labels drawn from every label code, pixels and coordinates in 0..255, the mask flag on."""
+    sizes = {**DUMMY_AXES, **axes}
+    g = torch.Generator().manual_seed(seed)
+    tensors = []
+    for t in graph.inputs:
+        shape = t.concrete_shape(**sizes)
+        if t.name == "point_labels":
+            x = torch.randint(-1, 4, shape, generator=g).float()
+        elif t.name == "has_mask_input":
+            x = torch.ones(shape)
+        elif t.name in ("image", "point_coords"):
+            x = torch.rand(shape, generator=g) * 255.0
+        else:
+            x = torch.randn(shape, generator=g)
+        tensors.append(x)
+    return tuple(tensors)
+
+
+def check_against_torch(module: nn.Module, graph: spec.GraphSpec, path, run, sizes: list[dict[str, int]]) -> None:
+    """Run the converted file (`run`: {input name: array} -> {output name: array}) and eager `module` on seeded
+    inputs of each of `sizes` (symbolic axis sizes, chosen other than the trace's so a frozen axis shows), and raise
+    `core.ExportError` where they differ by more than the parity table's conversion bound."""
+    from .core import check_conversion
+
+    for axes in sizes:
+        args = dummy_inputs(graph, seed=1, **axes)
+        with torch.inference_mode():
+            want = module(*args)
+        want = (want,) if isinstance(want, torch.Tensor) else want
+        got = run({n: a.numpy() for n, a in zip(graph.input_names, args)})
+        where = " (" + ", ".join(f"{k} {v}" for k, v in axes.items()) + ")" if axes else ""
+        check_conversion(path, graph, {n: w.numpy() for n, w in zip(graph.output_names, want)}, got, where)

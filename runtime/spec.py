@@ -54,9 +54,6 @@ USER_POINT_LABELS = (LABEL_BACKGROUND, LABEL_FOREGROUND)  # what a user may pass
 # its 4096 image positions, not its few tokens). Pad tokens are real tokens to the decoder, so masks differ slightly
 # from upstream's exact-count prompt (docs/tflite.md measures it). More: --decoder-points N.
 DECODER_FIXED_POINTS = 6
-# Batch of the batch-1 variant; `--decoder-batch N` adds a second signature of batch N to the same decoder file
-# (many prompts on one embedding, e.g. segment-everything grids).
-DECODER_FIXED_BATCH = 1
 
 Dim = Union[int, str]  # a str is a symbolic axis ("batch", "num_points")
 

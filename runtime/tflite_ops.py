@@ -54,7 +54,7 @@ GPU_SUPPORTED = frozenset(
 
 # NNAPI: the builtin ops the TFLite NNAPI delegate maps to an NNAPI operation (tensorflow/lite/delegates/nnapi/
 # nnapi_delegate.cc, NNAPIDelegateKernel::Validate), with the lowest Android API level at which it does; checked
-# case by case against tensorflow/tensorflow@acdcab50 in session 3. Not there: GELU, BROADCAST_TO, SELECT_V2, and
+# case by case against tensorflow/tensorflow@acdcab50 (docs/tflite.md). Not there: GELU, BROADCAST_TO, SELECT_V2, and
 # BATCH_MATMUL (later releases accept it only at NNAPI runtime feature level 6 and only when a target accelerator
 # is named), COS (later releases: API 29). NNAPI is deprecated since Android 15; vendors' drivers may still refuse
 # an op they do not implement, and per-op conditions (rank <= 4, constant shapes, types) are not checked here.

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InvalidImageError, InvalidPromptError
-from .spec import IMAGE_SIZE, LOW_RES_MASK_SIZE, MASK_THRESHOLD, PAD_VALUE_RAW, USER_POINT_LABELS
+from .spec import IMAGE_SIZE, LABEL_PAD, LOW_RES_MASK_SIZE, MASK_THRESHOLD, PAD_VALUE_RAW, USER_POINT_LABELS
 
 Size = tuple[int, int]  # (h, w)
 
@@ -38,6 +38,7 @@ __all__ = [
     "threshold",
     "validate_box",
     "validate_boxes",
+    "pad_points",
     "validate_image",
     "validate_mask_input",
     "validate_points",
@@ -127,9 +128,8 @@ def _bilinear(out_size: int, rows: np.ndarray) -> np.ndarray:
 
 
 # A block of the banded matmuls covers enough outputs to read about this many low-res rows: wide enough for BLAS to
-# be efficient, narrow enough that the block is mostly non-zero. Measured (3 masks, one thread, ms) with fixed
-# widths 32 / 64 / 256: 300x451 0.66 / 0.60 / 1.94, 512x512 1.14 / 1.80 / 3.72, 1080x1920 20.6 / 18.3 / 13.5,
-# 1500x2000 41.0 / 41.3 / 26.6: small outputs want narrow blocks, large ones wide blocks.
+# be efficient, narrow enough that the block is mostly non-zero. Small outputs want narrow blocks, large ones wide
+# blocks (measured with fixed widths: docs/performance.md).
 _BAND_READS = 32
 _BAND_WIDTHS = (32, 64, 128, 256)
 
@@ -179,8 +179,8 @@ def _single_threaded_blas():
     """A context in which numpy's BLAS runs on one thread (a no-op without threadpoolctl).
 
     Post-processing runs right after an engine call, while the engine's worker threads still spin on the cores:
-    BLAS threads then fight them. Measured here after an onnxruntime decoder run (2 cores, 3 masks, medians of
-    12): 300x451 3.4 ms on one thread vs 6.0 ms on two, 1080x1920 18 vs 52 ms, 3000x4000 128 vs 115 ms.
+    BLAS threads then fight them: one thread measured faster up to HD outputs, about equal beyond
+    (docs/performance.md).
     """
     controller = _blas_controller()
     return controller.limit(limits=1, user_api="blas") if controller is not None else contextlib.nullcontext()
@@ -222,6 +222,28 @@ def warm_postprocess(input_size: Size, original_size: Size) -> None:
 def threshold(logits: np.ndarray) -> np.ndarray:
     """Binary masks: logits > `MASK_THRESHOLD` (bool, same shape)."""
     return logits > MASK_THRESHOLD
+
+
+# --- prompts for fixed-shape decoders -------------------------------------------------------------------------
+
+
+def pad_points(coords: np.ndarray, labels: np.ndarray, points: int,
+               what: str = "the decoder") -> tuple[np.ndarray, np.ndarray]:
+    """Pad decoder prompt tokens (float32 BxNx2 input-frame coordinates, BxN labels) to `points` tokens with (0, 0)
+    points labelled `LABEL_PAD`, as a fixed-shape decoder (TFLite `--decoder-points`) takes them; upstream's
+    prompt encoder zeroes a pad point's positional encoding. More than `points` tokens is an InvalidPromptError
+    naming the export option. Returns new arrays (or the same ones when N == points)."""
+    n = labels.shape[-1]
+    if n > points:
+        raise InvalidPromptError(
+            f"this prompt needs {n} decoder points but {what} takes {points}: re-export with --decoder-points {n} "
+            "(or more), or give fewer points"
+        )
+    if n == points:
+        return coords, labels
+    b, pad = labels.shape[0], points - n
+    return (np.concatenate([coords, np.zeros((b, pad, 2), np.float32)], axis=1),
+            np.concatenate([labels, np.full((b, pad), LABEL_PAD, np.float32)], axis=1))
 
 
 # --- validation -------------------------------------------------------------------------------------------------

@@ -61,15 +61,6 @@ class FixedEncoder:
         return self._out
 
 
-def _predict_all(predictor: Predictor, prompts: Iterable[ProbePrompt]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(logits at the original size C x H x W, scores C) of each prompt, multimask."""
-    results = []
-    for p in prompts:
-        logits, scores, _ = predictor.predict(p.point_coords, p.point_labels, p.box, return_logits=True)
-        results.append((logits, scores))
-    return results
-
-
 def record_reference(
     image: np.ndarray, encoder: Session, decoder: Session, decoder_points: int | None = None
 ) -> dict[str, np.ndarray]:
@@ -172,7 +163,7 @@ def judge(
     precisions = {
         "encoder": encoder_precision,
         "decoder": decoder_precision,
-        "e2e": weaker(encoder_precision, decoder_precision),
+        "e2e": weaker(encoder_precision, decoder_precision, format),
     }
     rows = []
     for part, values in metrics.items():

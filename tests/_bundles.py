@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-PARITY_PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+from pocketsam.export.formats import FORMATS  # torch-free: the recipes' precisions
+
+PARITY_PRECISIONS = FORMATS["onnx"].precisions  # every ONNX precision, exported once per session
 
 
 def _export(out: Path, config: str, precision: str = "fp32") -> Path:
@@ -48,7 +50,7 @@ def vit_t_bundles(tmp_path_factory) -> dict[str, Path]:
 
 # Every TFLite precision, full int8 included (its calibration runs in C++ now: ~2 min for the whole int8 export
 # from the cached conversion, where Python op-by-op calibration took ~9 min).
-TFLITE_PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+TFLITE_PRECISIONS = FORMATS["tflite"].precisions
 TFLITE_TINY_BATCH = 2  # the tiny bundle's batched decoder signature (exercises chunking + padding of batches)
 
 
@@ -89,8 +91,9 @@ def vit_t_tflite_bundles(tmp_path_factory, tflite_cache) -> dict[str, Path]:
 # Photos for the fp16 audit that picks each fp16 export's fp32 ops: the first two sample photos (chelsea,
 # astronaut), the same two tests/test_fp16_audit.py audits, so verdict and export are compared on equal terms.
 COREML_CALIBRATION = 2
-# Every CoreML precision the parity table judges on macOS ("w8a8" is exported and reported there, not judged).
-COREML_PRECISIONS = ("fp16", "int8", "palettized-6", "palettized-4", "w8a8")
+# Every compressed CoreML precision (the parity table judges them on macOS; "w8a8" is exported and reported there,
+# not judged). fp32 CoreML is the unconverted graph's arithmetic and is covered by the structure tests.
+COREML_PRECISIONS = tuple(p for p in FORMATS["coreml"].precisions if p != "fp32")
 
 
 def export_coreml(out: Path, config: str, encoder: str, decoder: str, **kwargs) -> Path:

@@ -1,12 +1,22 @@
 """Shared fixtures. Bundle fixtures (exported once per session) live in _bundles.py."""
 
+import pytest
 from _bundles import tiny_bundle, vit_t_bundles, vit_t_model  # noqa: F401  (pytest fixtures)
+
+# Fixtures that build, run or export the full-size vit_t model (minutes each on 2 cores). Every test that uses one,
+# directly or through another fixture, is marked `full`: `python3 -m pytest -q -m "not full"` is the fast tier.
+FULL_SIZE_FIXTURES = {"vit_t_model", "vit_t_bundles", "vit_t_tflite_bundles", "coreml_vit_t_bundles",
+                      "coreml_vit_t_fp16", "vit_t_checkpoint"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if FULL_SIZE_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.full)
 
 
 # --- model and checkpoint fixtures (tests/test_model.py, tests/test_checkpoint.py) --------------------------------
 import warnings  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -143,3 +143,31 @@ def test_info_columns_and_notes_on_their_own_lines(tiny_bundle, photo, tmp_path)
     assert both.returncode == 0
     notes = [line for line in both.stdout.splitlines() if "note:" in line]
     assert notes and all(line.startswith("note:") or line.startswith("pocketsam: note:") for line in notes), notes
+
+
+@pytest.mark.parametrize("error, kind", [
+    ("conversion", "conversion failed: litert-torch conversion of the decoder failed (more in the traceback)"),
+    ("bug", "internal error (TypeError): unsupported operand"),
+])
+def test_internal_failures_exit_3_and_say_how_to_see_the_traceback(monkeypatch, capsys, tmp_path, error, kind):
+    """A converter or internal failure is not a usage mistake: exit 3, one line, the cause kept for --debug."""
+    from pocketsam.export import bundle_writer
+    from pocketsam.export.core import ExportError
+
+    def fail(**kwargs):
+        if error == "conversion":
+            try:
+                raise RuntimeError("MLIR pass failed\n  at line 3")
+            except RuntimeError as cause:
+                raise ExportError("litert-torch conversion of the decoder failed\ndetails…") from cause
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr(bundle_writer, "export_bundle", fail)
+    argv = ["export", "--config", "tiny", "--out", str(tmp_path / "b")]
+    assert main(argv) == 3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and kind in lines[0] and "--debug" in lines[0], lines
+    with pytest.raises(ExportError if error == "conversion" else TypeError) as e:
+        main(argv + ["--debug"])
+    if error == "conversion":
+        assert isinstance(e.value.__cause__, RuntimeError)  # the converter's own error stays chained

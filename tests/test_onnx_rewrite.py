@@ -1,4 +1,4 @@
-"""The ONNX-level rewrites of the decoder (export/onnx_rewrite.py): the mask-prompt path and the image cache under
+"""The ONNX-level rewrites of the decoder (export/onnx/rewrite.py): the mask-prompt path and the image cache under
 `If`s."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from pocketsam.export.onnx_rewrite import RewriteError, skip_unused_mask_path
+from pocketsam.export.onnx.rewrite import RewriteError, skip_unused_mask_path
 from pocketsam.runtime import spec
 
 ort = pytest.importorskip("onnxruntime")
@@ -52,7 +52,7 @@ def test_bundle_decoder_gates_the_mask_path(tiny_bundle):
 def test_rewrite_keeps_outputs_with_and_without_mask(tiny_model, tmp_path):
     """Same outputs as the ungated graph, for clicks without a mask (else-branch) and with one (then-branch)."""
     from pocketsam.export.graphs import DecoderGraph
-    from pocketsam.export.onnx import export_onnx
+    from pocketsam.export.onnx.export import export_onnx
 
     path = export_onnx(DecoderGraph(tiny_model, fast=True), spec.DECODER, tmp_path / "d.onnx", {})
     plain = onnx.load(str(path))
@@ -82,7 +82,7 @@ def _traced_cached(tiny_model, tmp_path):
     """The fast decoder as the ONNX export traces it: the image cache as extra outputs."""
     from pocketsam.export import decoder_rewrite
     from pocketsam.export.graphs import DecoderGraph
-    from pocketsam.export.onnx import export_onnx
+    from pocketsam.export.onnx.export import export_onnx
 
     graph = spec.GraphSpec("decoder", spec.DECODER.inputs, spec.DECODER.outputs + spec.IMAGE_CACHE)
     path = export_onnx(DecoderGraph(tiny_model, fast=True, rewrite=decoder_rewrite.ONNXRUNTIME), graph,
@@ -105,7 +105,7 @@ def _no_cache() -> dict[str, np.ndarray]:
 def test_cache_rewrite_reads_back_what_it_computed(tiny_model, tmp_path):
     """use_image_cache 0: the traced graph's outputs and the cache, filled; 1: the same masks from the fed cache
     (bit for bit: the same kernels on the same values), the cache outputs empty. A mask input recomputes it."""
-    from pocketsam.export.onnx_rewrite import cache_image_stage
+    from pocketsam.export.onnx.rewrite import cache_image_stage
 
     traced = _traced_cached(tiny_model, tmp_path)
     cached = cache_image_stage(skip_unused_mask_path(onnx.load_from_string(traced.SerializeToString())))
@@ -153,7 +153,7 @@ def test_bundle_decoder_carries_the_image_cache(tiny_bundle):
 
 
 def test_cache_rewrite_refuses_a_graph_without_cache_outputs(tiny_bundle):
-    from pocketsam.export.onnx_rewrite import cache_image_stage
+    from pocketsam.export.onnx.rewrite import cache_image_stage
 
     plain = onnx.load(str(tiny_bundle / "decoder.onnx"))
     with pytest.raises(RewriteError, match="image cache: the graph has no outputs"):
@@ -162,9 +162,9 @@ def test_cache_rewrite_refuses_a_graph_without_cache_outputs(tiny_bundle):
 
 @pytest.mark.parametrize("precision", ["int8-dynamic", "int8-static"])
 def test_int8_decoders_keep_the_image_cache_float(vit_t_bundles, precision):
-    """The cache is computed once per image: the quantizers leave its computation float (quantize.py), and quantize
+    """The cache is computed once per image: the quantizers leave its computation float (onnx/quantize.py), and quantize
     the upscaling that every click runs."""
-    from pocketsam.export.onnx_rewrite import image_stage_nodes
+    from pocketsam.export.onnx.rewrite import image_stage_nodes
 
     model = onnx.load(str(vit_t_bundles[precision] / "decoder.onnx"))
     (gate,) = [n for n in model.graph.node if n.op_type == "If"]

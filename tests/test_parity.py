@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _bundles import PARITY_PRECISIONS
 from _parity import PHOTOS, assert_row, measure, row_id, table_rows
 from pocketsam.runtime.parity import checks_for
 from pocketsam.runtime.verify import judge, record_reference
 
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
-ROWS = table_rows("onnx", PRECISIONS)
+ROWS = table_rows("onnx", PARITY_PRECISIONS)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +32,31 @@ def test_parity_row(row, photo, measured):
 
 
 def test_every_precision_has_rows():
-    """Each exported precision is judged: the decoder and e2e rows exist (the encoder's are e2e for non-fp32)."""
-    for precision in PRECISIONS:
-        assert checks_for("decoder", precision, "onnx"), precision
-        assert checks_for("e2e", precision, "onnx"), precision
+    """Every precision of every format's recipes has its three rows (a row may hold no bound: reported, not judged),
+    judged ones bound the e2e mask IoU, and no row names a precision no format exports."""
+    from pocketsam.export.formats import FORMATS
+    from pocketsam.runtime.parity import ANY_FORMAT, PARITY_TABLE
+
+    for fmt, exporter in FORMATS.items():
+        for precision in exporter.precisions:
+            for part in ("encoder", "decoder", "e2e"):
+                assert (fmt, part, precision) in PARITY_TABLE or (ANY_FORMAT, part, precision) in PARITY_TABLE, \
+                    f"{fmt} {precision}: no {part} row in runtime/parity.py"
+            e2e = checks_for("e2e", precision, fmt)
+            assert not e2e or any(c.metric == "mask_iou" for c in e2e), (fmt, precision)
+    exported = {p for f in FORMATS.values() for p in f.precisions}
+    assert {p for _, part, p in PARITY_TABLE if part != "conversion"} <= exported
     assert checks_for("encoder", "fp32", "onnx")[0].metric == "embedding_max_abs"
+
+
+def test_the_weaker_precision_judges_e2e():
+    from pocketsam.runtime.parity import weaker
+
+    assert weaker("fp32", "fp16") == weaker("fp16", "fp32") == "fp16"
+    assert weaker("fp16", "int8-dynamic") == "int8-dynamic"
+    assert weaker("int8-dynamic", "int8-static") == "int8-static"  # equal bounds: the later row
+    assert weaker("fp32", "int8", "tflite") == "int8"
+    assert weaker("int8", "w8a8", "coreml") == "w8a8"  # reported, not judged: weaker than any judged one
 
 
 def test_export_records_its_parity(vit_t_bundles):

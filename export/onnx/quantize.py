@@ -1,65 +1,24 @@
-"""Quantization recipes, per format and per part, and the ONNX quantizer that applies them.
+"""Applying the ONNX recipes (`recipes.py`) with onnxruntime's quantizers.
 
-A recipe is data (a dataclass with a comment on every field); `quantize_onnx` is the one function that reads it.
+`quantize_onnx` is the one function that reads a recipe.
 Calibration follows onnxruntime's minimal protocol: an iterator of feed dicts, wrapped as a CalibrationDataReader.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import onnx
 
-from pocketsam.runtime.errors import PocketSamError
 from pocketsam.runtime.spec import TensorSpec
 
-from .onnx_rewrite import image_stage_nodes
+from ..core import QuantizationError
+from .recipes import OnnxPrecision, OnnxRecipe
+from .rewrite import image_stage_nodes
 
-
-class Precision(str, Enum):
-    """Precisions an ONNX part can be exported in (the names the CLI, manifests and parity table use)."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"  # float16 weights and compute, float32 I/O
-    INT8_DYNAMIC = "int8-dynamic"  # int8 weights, activations quantized on the fly per tensor
-    INT8_STATIC = "int8-static"  # int8 weights and activations (QDQ), activation ranges calibrated on real images
-
-
-@dataclass(frozen=True)
-class OnnxRecipe:
-    """How one part is quantized for ONNX Runtime."""
-
-    precision: Precision
-    # Op types that get int8 weights/activations; everything else (LayerNorm, Softmax, GELU, Add, ConvTranspose
-    # for the mask upscaling) stays float, where int8 costs most accuracy for little speed.
-    op_types: tuple[str, ...] = ()
-    # One scale per output channel: TinyViT's depthwise convs and the decoder's projections have channels whose
-    # ranges differ by 100x, which one per-tensor scale flattens to zero.
-    per_channel: bool = True
-    # Needs a calibration iterator (static activation ranges).
-    calibrated: bool = False
-    # Only nodes with a constant weight whose activation input has at least this many rows (tokens or pixels) are
-    # quantized. The per-pixel projections (64x64 = 4096 rows in the decoder, far more in the encoder) carry the
-    # FLOPs; the per-token ones (a handful of prompt tokens) cost nothing in float and carry the prompt, and
-    # activation x activation MatMuls (attention scores, the final mask product) must never get a per-tensor scale.
-    min_rows: int = 1024
-
-
-ONNX_RECIPES: dict[Precision, OnnxRecipe] = {
-    Precision.FP32: OnnxRecipe(Precision.FP32),
-    Precision.FP16: OnnxRecipe(Precision.FP16),
-    # MatMul/Gemm only: with Conv included, ConvInteger makes the encoder ~2x slower on x86 (TOOLCHAIN.md).
-    Precision.INT8_DYNAMIC: OnnxRecipe(Precision.INT8_DYNAMIC, op_types=("MatMul", "Gemm")),
-    # MatMul/Gemm only, as for dynamic: with Conv included (per-tensor u8 activations of TinyViT's MBConv stages
-    # at 256x256 and 128x128), the encoder's embedding error rose to 86% of its range and e2e mask IoU fell to
-    # 0.76 on the synthetic weights; MatMul/Gemm alone measured 0.99 (docs/quantization.md).
-    Precision.INT8_STATIC: OnnxRecipe(Precision.INT8_STATIC, op_types=("MatMul", "Gemm"), calibrated=True),
-}
 
 # Sizes of the symbolic axes when counting rows: the smallest real prompt (one click + SAM's pad point).
 _ROW_AXES = {"batch": 1, "num_points": 2}
@@ -131,10 +90,6 @@ def nodes_to_quantize(model: onnx.ModelProto, recipe: OnnxRecipe) -> list[str]:
     return selected
 
 
-class QuantizationError(PocketSamError, RuntimeError):
-    """A quantizer failed or was asked for something it cannot do."""
-
-
 class _Reader:
     """onnxruntime's CalibrationDataReader over an iterator of feed dicts."""
 
@@ -162,10 +117,10 @@ def quantize_onnx(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src = onnx.load(str(fp32_path))
-    if recipe.precision is Precision.FP32:
+    if recipe.precision is OnnxPrecision.FP32:
         onnx.save(src, str(out_path))
         return out_path
-    if recipe.precision is Precision.FP16:
+    if recipe.precision is OnnxPrecision.FP16:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         # keep_io_types: the graph's I/O stays float32, so the runtime feeds every precision the same arrays.
@@ -180,14 +135,14 @@ def quantize_onnx(
         # graphs with "Expected ... to be an initializer" (TOOLCHAIN.md).
         pre = Path(tmp) / "pre.onnx"
         source = fp32_path
-        if recipe.precision is Precision.INT8_DYNAMIC:
+        if recipe.precision is OnnxPrecision.INT8_DYNAMIC:
             rewritten = onnx.load(str(fp32_path))
             gemm_to_matmul(rewritten)
             source = Path(tmp) / "matmul.onnx"
             onnx.save(rewritten, str(source))
         # skip_optimization: the optimizer would fuse MatMul + Add back into Gemm
         quant_pre_process(str(source), str(pre), skip_symbolic_shape=False,
-                          skip_optimization=recipe.precision is Precision.INT8_DYNAMIC)
+                          skip_optimization=recipe.precision is OnnxPrecision.INT8_DYNAMIC)
         pre_model = onnx.load(str(pre))
         nodes = nodes_to_quantize(pre_model, recipe)
         if image_cache:
@@ -195,7 +150,7 @@ def quantize_onnx(
             nodes = [n for n in nodes if n not in once]
         if not nodes:
             raise QuantizationError(f"{fp32_path.name}: no node matches the {recipe.precision.value} recipe")
-        if recipe.precision is Precision.INT8_DYNAMIC:
+        if recipe.precision is OnnxPrecision.INT8_DYNAMIC:
             quantize_dynamic(
                 str(pre),
                 str(out_path),

@@ -3,8 +3,8 @@
 `skip_unused_mask_path`: segment-anything's eager `PromptEncoder` runs `mask_downscaling` only when a mask prompt
 is given; a traced decoder (SamOnnxModel's design, and ours) has no control flow, so it runs the mask convolutions
 on every click and multiplies the result by `has_mask_input = 0`. This wraps them in an ONNX `If` on
-`max(has_mask_input) > 0` whose else-branch is a zero, so a click without a mask pays nothing for them (~3 ms of
-~40 in onnxruntime here) and the outputs are unchanged: the graph computes `has * T + (1 - has) * no_mask`, and
+`max(has_mask_input) > 0` whose else-branch is a zero, so a click without a mask pays nothing for them (a few
+per cent of the decoder in onnxruntime) and the outputs are unchanged: the graph computes `has * T + (1 - has) * no_mask`, and
 with every `has` 0 the value of T is multiplied by 0 either way.
 
 `cache_image_stage`: a decoder traced with the image cache as extra outputs (`decoder_rewrite.ImageCache`) gets
@@ -22,10 +22,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from pocketsam.runtime import spec
-from pocketsam.runtime.errors import PocketSamError
+
+from ..core import ConversionError
 
 
-class RewriteError(PocketSamError, RuntimeError):
+class RewriteError(ConversionError):
     """A graph does not have the structure a rewrite relies on (the export changed: fix the rewrite)."""
 
 

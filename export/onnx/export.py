@@ -16,52 +16,24 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
 from pocketsam.runtime import spec
 from pocketsam.runtime.backends import open_session
-from pocketsam.runtime.errors import PocketSamError
 from pocketsam.runtime.spec import SPEC_VERSION, GraphSpec
 
-from . import decoder_rewrite
-from .calibration import decoder_calibration, encoder_calibration
-from .formats import ExportJob
-from .onnx_rewrite import cache_image_stage, skip_unused_mask_path
-from .quantize import ONNX_RECIPES, Precision, quantize_onnx
+from .. import decoder_rewrite
+from ..calibration import decoder_calibration, encoder_calibration
+from ..core import ExportError, ExportJob
+from ..graphs import check_against_torch, dummy_inputs
+from .quantize import quantize_onnx
+from .recipes import ONNX_RECIPES, OnnxPrecision
+from .rewrite import cache_image_stage, skip_unused_mask_path
 
 # Opset 17: the first with a native LayerNormalization (one fused op instead of ~9, faster in ONNX Runtime and
 # better behaved under fp16), and old enough for the ONNX Runtime Mobile builds phones ship (1.14+).
 OPSET = 17
-
-# Sizes of the symbolic axes in the dummy inputs. num_points=3 so that no axis is 1 by accident: a tracer can
-# specialize a size-1 axis into a broadcast that then breaks other sizes.
-DUMMY_AXES = {"batch": 2, "num_points": 3}
-
-
-class ExportError(PocketSamError, RuntimeError):
-    """A converter failed on a graph (the message names the graph and the converter)."""
-
-
-def dummy_inputs(spec: GraphSpec, seed: int = 0, **axes: int) -> tuple[torch.Tensor, ...]:
-    """Seeded float32 inputs with the spec's shapes (symbolic axes from DUMMY_AXES unless given)."""
-    sizes = {**DUMMY_AXES, **axes}
-    g = torch.Generator().manual_seed(seed)
-    tensors = []
-    for t in spec.inputs:
-        shape = t.concrete_shape(**sizes)
-        if t.name == "point_labels":
-            x = torch.randint(-1, 4, shape, generator=g).float()
-        elif t.name == "has_mask_input":
-            x = torch.ones(shape)
-        elif t.name in ("image", "point_coords"):
-            x = torch.rand(shape, generator=g) * 255.0
-        else:
-            x = torch.randn(shape, generator=g)
-        tensors.append(x)
-    return tuple(tensors)
-
 
 def dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
     """{tensor name: {axis index: axis name}} for the spec's symbolic axes."""
@@ -139,8 +111,8 @@ def export_onnx(module: torch.nn.Module, spec: GraphSpec, out_path: Path, metada
         model = onnx.load(str(raw))
     # perform_optimization=False: onnxsim's fusions fold GELU's trailing `* 0.5` into the next Conv's weights, and
     # onnxruntime then no longer recognizes (and fuses) the 12 GELUs that precede a Conv in TinyViT (the MBConv
-    # stage at 256x256): encoder 1344 ms -> 1081 ms without those fusions (2 threads, medians of 8), outputs equal
-    # to 4e-6. Constant folding and shape inference still run; onnxruntime does its own fusions at load.
+    # stage at 256x256), a large slowdown of the encoder for equal outputs (docs/performance.md). Constant folding
+    # and shape inference still run; onnxruntime does its own fusions at load.
     simplified, ok = onnxsim.simplify(model, perform_optimization=False)
     if not ok:
         raise ExportError(f"onnxsim could not validate the simplified {spec.name}")
@@ -149,37 +121,17 @@ def export_onnx(module: torch.nn.Module, spec: GraphSpec, out_path: Path, metada
     stamp_metadata(simplified, metadata)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(simplified, str(out_path))
-    _check_against_torch(module, spec, out_path)
+    session = open_session("onnxruntime", out_path, spec)
+    check_against_torch(module, spec, out_path, session.run, [{"batch": 1, "num_points": 5}])
     return out_path
-
-
-def _check_against_torch(module: torch.nn.Module, spec: GraphSpec, path: Path) -> None:
-    """Run the file on inputs of *other* sizes than the trace's, so a frozen symbolic axis fails here, loudly."""
-    import onnxruntime as ort
-
-    args = dummy_inputs(spec, seed=1, batch=1, num_points=5)
-    with torch.inference_mode():
-        want = module(*args)
-    want = (want,) if isinstance(want, torch.Tensor) else want
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(spec.output_names, {n: a.numpy() for n, a in zip(spec.input_names, args)})
-    for name, w, g in zip(spec.output_names, want, got):
-        w = w.numpy()
-        err = float(np.abs(w - g).max()) if w.shape == g.shape else float("inf")
-        scale = max(float(np.abs(w).max()), 1.0)
-        if err > 1e-3 * scale:
-            raise ExportError(
-                f"{path.name}: output {name} differs from PyTorch on untraced sizes (max abs {err:.3g}, "
-                f"shapes {w.shape} vs {g.shape}): a dynamic axis was frozen during tracing"
-            )
 
 
 def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     """Write encoder.onnx and decoder.onnx into job.out_dir in their precisions; returns each part's input shapes."""
-    model, tmp, step = job.model, job.out_dir, job.step
-    # The decoder's products as onnxruntime runs them fastest (decoder_rewrite.ONNXRUNTIME, docs/performance.md §6).
+    tmp, step = job.out_dir, job.step
+    # The decoder's products as onnxruntime runs them fastest (decoder_rewrite.ONNXRUNTIME, docs/performance.md).
     # With the image cache it is traced with the cache as extra outputs; after quantization they become the cache
-    # I/O of spec.DECODER_CACHED (onnx_rewrite.cache_image_stage).
+    # I/O of spec.DECODER_CACHED (rewrite.cache_image_stage).
     decoder = job.decoder_module(decoder_rewrite.ONNXRUNTIME)
     traced = (spec.GraphSpec("decoder", spec.DECODER.inputs, spec.DECODER.outputs + spec.IMAGE_CACHE)
               if decoder.image_cache else spec.DECODER)
@@ -191,7 +143,7 @@ def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     for part, precision in job.precisions.items():
         step(f"{part}: {precision}")
         feeds: list[dict] | None = None
-        recipe = ONNX_RECIPES[Precision(precision)]
+        recipe = ONNX_RECIPES[OnnxPrecision(precision)]
         if recipe.calibrated:
             enc = open_session("onnxruntime", fp32["encoder"], spec.ENCODER)
             if part == "encoder":

@@ -1,19 +1,56 @@
-"""W8A8 for CoreML: int8 activations with ranges calibrated on real photos, then int8 weights.
+"""CoreML weight and activation compression (`coremltools.optimize.coreml`) by recipe (`recipes.py`).
 
-coremltools calibrates activation ranges by *running* the model on the calibration feeds
+Weights: int8 linear (per channel) or k-means palettes of 6 or 4 bits, on top of fp16 compute. W8A8: int8
+activations with ranges calibrated on real photos, then int8 weights. coremltools calibrates activation ranges by *running* the model on the calibration feeds
 (`coremltools.optimize.coreml.linear_quantize_activations`), and Core ML runs only on macOS: so W8A8 is exported on
 a Mac. Elsewhere the export stops before any work with one error that says so (`w8a8_unavailable`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .onnx import ExportError
+from pocketsam.runtime.errors import BackendError
+
+from ..core import ExportError
+from .recipes import CoreMLRecipe
+
+
+def quiet() -> contextlib.ExitStack:
+    """Silence coremltools' progress bars and warnings during conversion and compression."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    return stack
+
+
+def compress(mlmodel, recipe: CoreMLRecipe, calibration: list[dict[str, np.ndarray]] | None = None):
+    """Apply the recipe's weight (and activation) compression to a converted fp16 model."""
+    import coremltools.optimize.coreml as cto
+
+    with quiet():
+        if recipe.compression == "int8":
+            config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8", granularity="per_channel"))  # fmt: skip
+            return cto.linear_quantize_weights(mlmodel, config)
+        if recipe.compression == "palettize":
+            # Per-tensor k-means palettes: the granularity iOS 17 runs (grouped-channel palettes need iOS 18).
+            config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(
+                mode="kmeans", nbits=recipe.nbits, granularity="per_tensor"))  # fmt: skip
+            return cto.palettize_weights(mlmodel, config)
+        if recipe.compression == "w8a8":
+            return quantize_w8a8(mlmodel, calibration or [])
+    return mlmodel
+
+
 
 
 def w8a8_unavailable() -> str | None:
@@ -29,7 +66,7 @@ def quantize_w8a8(mlmodel, calibration: list[dict[str, np.ndarray]]):
     """int8 activations (linear symmetric, ranges from `calibration`, feeds of real photos) + int8 weights."""
     why = w8a8_unavailable()
     if why is not None:
-        raise ExportError(why)
+        raise BackendError(why)
     if not calibration:
         raise ExportError("coreml w8a8 needs calibration feeds (real photos)")
     import coremltools as ct

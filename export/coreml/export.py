@@ -19,25 +19,25 @@ Prediction needs macOS; on Linux the bundle writer records why parity was not me
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import time
 import warnings
+import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from pocketsam.runtime import spec
+from pocketsam.runtime.coreml_structure import import_coremltools
+from pocketsam.runtime.errors import BackendError
 from pocketsam.runtime.spec import GraphSpec
 
-from .formats import ExportJob
-from .onnx import ExportError, dummy_inputs
+from ..core import ExportError, ExportJob
+from ..graphs import dummy_inputs
+from .quantize import compress, quiet, w8a8_unavailable
+from .recipes import COREML_RECIPES, CoreMLPrecision
 
 # Minimum deployment target: iOS 17 / macOS 14. iOS 16 would be enough for fp16 ML Programs, int8 weights
 # (constexpr_affine_dequantize) and per-tensor palettization (constexpr_lut_to_dense), but W8A8 needs the iOS 17
@@ -57,59 +57,8 @@ LICENSE = (
 )
 
 
-class CoreMLPrecision(str, Enum):
-    """Precisions a CoreML part can be exported in (manifest, CLI and parity-table names)."""
-
-    FP32 = "fp32"  # fp32 weights and compute (CPU/GPU only: the Neural Engine computes in fp16)
-    FP16 = "fp16"  # fp16 weights and compute, audited ops kept fp32: what the Neural Engine runs
-    INT8 = "int8"  # int8 weights (linear symmetric, per output channel), fp16 compute
-    PALETTIZED_6 = "palettized-6"  # 6-bit k-means palette per weight tensor, fp16 compute
-    PALETTIZED_4 = "palettized-4"  # 4-bit k-means palette per weight tensor, fp16 compute
-    W8A8 = "w8a8"  # int8 activations (calibrated on photos) and int8 weights
-
-
-@dataclass(frozen=True)
-class CoreMLRecipe:
-    """How one part is made for CoreML."""
-
-    precision: CoreMLPrecision
-    fp16_compute: bool  # fp16 compute precision with the audited op selection (everything but fp32)
-    compression: str | None = None  # "int8" | "palettize" | "w8a8" | None
-    nbits: int | None = None  # palette size in bits
-    # Needs photos: the fp16 audit's magnitudes choose the fp32 ops of every fp16 recipe; W8A8 also calibrates.
-    calibrated: bool = True
-
-
-COREML_RECIPES: dict[CoreMLPrecision, CoreMLRecipe] = {
-    CoreMLPrecision.FP32: CoreMLRecipe(CoreMLPrecision.FP32, fp16_compute=False, calibrated=False),
-    CoreMLPrecision.FP16: CoreMLRecipe(CoreMLPrecision.FP16, fp16_compute=True),
-    CoreMLPrecision.INT8: CoreMLRecipe(CoreMLPrecision.INT8, fp16_compute=True, compression="int8"),
-    CoreMLPrecision.PALETTIZED_6: CoreMLRecipe(CoreMLPrecision.PALETTIZED_6, True, "palettize", nbits=6),
-    CoreMLPrecision.PALETTIZED_4: CoreMLRecipe(CoreMLPrecision.PALETTIZED_4, True, "palettize", nbits=4),
-    CoreMLPrecision.W8A8: CoreMLRecipe(CoreMLPrecision.W8A8, fp16_compute=True, compression="w8a8"),
-}
-
 # Metadata keys pocketsam writes into every model (user_defined_metadata).
 META_PREFIX = "pocketsam."
-
-
-def import_coremltools():
-    """coremltools, quietly (its import logs warnings about untested torch/sklearn versions and, off macOS, about
-    the missing prediction library; none of them concern conversion)."""
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        import coremltools as ct
-    return ct
-
-
-def _quiet():
-    """Silence coremltools' progress bars and warnings during conversion and compression."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-    return stack
 
 
 # --- torch.export -------------------------------------------------------------------------------------------
@@ -191,7 +140,7 @@ def convert_graph(
     keep_fp32_modules: Sequence[str] = (),
 ) -> ConvertedPart:
     """Convert one graph to an ML Program (fp32, or fp16 compute keeping the ops of `keep_fp32_modules` in fp32)."""
-    from .fp16_audit import is_kept
+    from ..fp16_audit import is_kept
 
     ct = import_coremltools()
     t0 = time.perf_counter()
@@ -209,7 +158,7 @@ def convert_graph(
 
     precision = ct.transform.FP16ComputePrecision(op_selector=op_selector) if fp16 else ct.precision.FLOAT32
     try:
-        with _quiet():
+        with quiet():
             mlmodel = ct.convert(
                 ep,
                 inputs=_ct_inputs(ct, graph),
@@ -223,29 +172,6 @@ def convert_graph(
         raise ExportError(f"coremltools could not convert the {graph.name}: {e}") from e
     return ConvertedPart(mlmodel, graph, "fp16" if fp16 else "fp32", list(keep_fp32_modules), sorted(set(kept_ops)),
                          time.perf_counter() - t0)
-
-
-def compress(mlmodel, recipe: CoreMLRecipe, calibration: list[dict[str, np.ndarray]] | None = None):
-    """Apply the recipe's weight (and activation) compression to a converted fp16 model."""
-    ct = import_coremltools()
-    import coremltools.optimize.coreml as cto
-
-    with _quiet():
-        if recipe.compression == "int8":
-            config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(
-                mode="linear_symmetric", dtype="int8", granularity="per_channel"))  # fmt: skip
-            return cto.linear_quantize_weights(mlmodel, config)
-        if recipe.compression == "palettize":
-            # Per-tensor k-means palettes: the granularity iOS 17 runs (grouped-channel palettes need iOS 18).
-            config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(
-                mode="kmeans", nbits=recipe.nbits, granularity="per_tensor"))  # fmt: skip
-            return cto.palettize_weights(mlmodel, config)
-        if recipe.compression == "w8a8":
-            from .coreml_quantize import quantize_w8a8
-
-            return quantize_w8a8(mlmodel, calibration or [])
-    del ct
-    return mlmodel
 
 
 def stamp_metadata(mlmodel, graph: GraphSpec, part: str, precision: str, metadata: dict[str, str],
@@ -308,7 +234,7 @@ def export_coreml_part(
     stamp_metadata(model, graph, metadata.get("part", graph.name), precision, metadata, part.keep_fp32_modules,
                    part.fp32_ops)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet():
+    with quiet():
         model.save(str(out_path))
     part.model, part.precision = model, precision
     return part
@@ -316,17 +242,15 @@ def export_coreml_part(
 
 def export_coreml_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     """Write encoder.mlpackage and decoder.mlpackage into job.out_dir; returns each part's input shapes."""
-    from .fp16_audit import HEADROOM, fp16_keep_list
+    from ..fp16_audit import HEADROOM, fp16_keep_list
 
     model = job.model
     graphs = {"encoder": (job.encoder_module(), spec.ENCODER), "decoder": (job.decoder_module(), spec.DECODER)}
     recipes = {part: COREML_RECIPES[CoreMLPrecision(p)] for part, p in job.precisions.items()}
     if any(r.compression == "w8a8" for r in recipes.values()):
-        from .coreml_quantize import w8a8_unavailable
-
         why = w8a8_unavailable()
         if why is not None:  # before minutes of conversion, not after
-            raise ExportError(why)
+            raise BackendError(why)
     keep: dict[str, list[str]] = {"encoder": [], "decoder": []}
     job.step("fp16 audit: activation magnitudes on the photos")
     if any(r.fp16_compute for r in recipes.values()):
@@ -334,8 +258,8 @@ def export_coreml_parts(job: ExportJob) -> dict[str, dict[str, list]]:
                               job.encoder_graph)
     calib: dict[str, list[dict]] = {}
     if any(r.compression == "w8a8" for r in recipes.values()):
-        from .calibration import decoder_calibration, encoder_calibration
-        from .reference import reference_sessions
+        from ..calibration import decoder_calibration, encoder_calibration
+        from ..reference import reference_sessions
 
         enc, dec = reference_sessions(model)
         calib = {"encoder": encoder_calibration(job.calibration),
@@ -350,12 +274,3 @@ def export_coreml_parts(job: ExportJob) -> dict[str, dict[str, list]]:
     job.step("done")
     job.options.setdefault("report", report)
     return {part: {t.name: list(t.shape) for t in g.inputs} for part, (_, g) in graphs.items()}
-
-
-def cannot_run_here() -> str | None:
-    """Why this machine cannot run CoreML models (None on macOS with coremltools' prediction library)."""
-    import platform
-
-    if platform.system() != "Darwin":
-        return f"CoreML prediction needs macOS (this is {platform.system()}): run `pocketsam verify` on a Mac"
-    return None

@@ -8,7 +8,7 @@ Step by step:
    `decoder_points` points (spec.DECODER_FIXED_POINTS by default) and batch 1, plus a second signature of batch
    `decoder_batch` in the same file when asked (weights are shared between signatures);
 3. check the fp32 file against PyTorch on seeded inputs (the conversion must be exact to ~1e-5);
-4. quantize with ai-edge-quantizer per the part's recipe (`tflite_quantize`), calibrating the full-int8 recipe on
+4. quantize with ai-edge-quantizer per the part's recipe (`recipes.py`, applied by `quantize.py`), calibrating the full-int8 recipe on
    real photos preprocessed exactly as the runtime does;
 5. stamp pocketsam's metadata (spec version, part, weights id) into the file's TFLite metadata entries, as the ONNX
    export does into `metadata_props` (`pocketsam info` and `read_tflite(...).metadata` read them back).
@@ -38,21 +38,18 @@ from pocketsam.runtime.backends.litert import open_session as open_litert
 from pocketsam.runtime.errors import PocketSamError
 from pocketsam.runtime.spec import GraphSpec
 from pocketsam.runtime.tflite_ops import METADATA_PREFIX
+from pocketsam.runtime.transforms import pad_points
 
-from . import decoder_rewrite
-from .calibration import decoder_calibration, encoder_calibration
-from .formats import ExportJob
-from .graphs import DecoderGraph
-from .onnx import ExportError, dummy_inputs
-from .reference import TorchSession
-from .tflite_quantize import quantize_tflite, recipe_for
+from .. import decoder_rewrite
+from ..calibration import decoder_calibration, encoder_calibration
+from ..core import ConversionError, ExportError, ExportJob
+from ..graphs import DecoderGraph, check_against_torch, dummy_inputs
+from ..reference import TorchSession
+from .quantize import quantize_tflite
+from .recipes import recipe_for
 
 # The default signature (batch 1). litert-torch's own default name, so tools that take "the" signature find it.
 DEFAULT_SIGNATURE = "serving_default"
-
-# fp32 conversion check: litert-torch's kernels differ from eager PyTorch by summation order only.
-_CONVERSION_TOLERANCE = 1e-3  # relative to max(|reference|, 1); measured ~5e-5 on the decoder's logits
-
 
 class _Named(torch.nn.Module):
     """Calls a graph module with the spec's inputs as keyword arguments and returns {output name: tensor}."""
@@ -112,12 +109,12 @@ def convert(module: torch.nn.Module, graph: GraphSpec, out_path: Path, batches: 
             edge = converter.convert()
             out_path.parent.mkdir(parents=True, exist_ok=True)
             edge.export(str(out_path))
-    except PocketSamError:
+    except (PocketSamError, ConversionError):
         raise
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"litert-torch conversion of the {graph.name} failed: {first}") from e
-    _check_against_torch(module, graph, out_path, batches, points)
+        raise ExportError(f"litert-torch conversion of the {graph.name} failed: {e}") from e
+    check_against_torch(module, graph, out_path, open_litert(out_path, graph).run,
+                        [{"batch": b, "num_points": points} for b in batches])
     if key is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out_path, Path(cache_dir) / f"{graph.name}-{key}.tflite")
@@ -145,24 +142,6 @@ def _quiet_converter():
     finally:
         os.close(saved)
         progress.console.quiet = was_quiet
-
-
-def _check_against_torch(module: torch.nn.Module, graph: GraphSpec, path: Path, batches: tuple[int, ...],
-                         points: int) -> None:
-    """Run every signature through the runtime's LiteRT session on seeded inputs other than the trace's."""
-    session = open_litert(path, graph)
-    for b in batches:
-        feeds = signature_inputs(graph, b, points, seed=1)
-        with torch.inference_mode():
-            want = module(*feeds.values())
-        want = (want,) if isinstance(want, torch.Tensor) else want
-        got = session.run({k: v.numpy() for k, v in feeds.items()})
-        for name, w in zip(graph.output_names, want):
-            w, g = w.numpy(), got[name]
-            err = float(np.abs(w - g).max()) if w.shape == g.shape else float("inf")
-            if err > _CONVERSION_TOLERANCE * max(float(np.abs(w).max()), 1.0):
-                raise ExportError(f"{path.name}: output {name} (batch {b}) differs from PyTorch by {err:.3g} "
-                                  f"(shapes {w.shape} vs {g.shape})")
 
 
 def stamp_metadata(path: Path, metadata: dict[str, str]) -> None:
@@ -226,14 +205,8 @@ def _calibration_feeds(part: str, job: ExportJob, fp32: dict[str, Path], points:
 
 
 def _pad(feed: dict[str, np.ndarray], points: int) -> dict[str, np.ndarray]:
-    n = feed["point_labels"].shape[1]
-    if n > points:
-        raise ExportError(f"a calibration prompt has {n} points, more than --decoder-points {points}")
-    b, pad = feed["point_labels"].shape[0], points - n
-    return {**feed,
-            "point_coords": np.concatenate([feed["point_coords"], np.zeros((b, pad, 2), np.float32)], axis=1),
-            "point_labels": np.concatenate([feed["point_labels"], np.full((b, pad), spec.LABEL_PAD, np.float32)],
-                                           axis=1)}
+    coords, labels = pad_points(feed["point_coords"], feed["point_labels"], points, "--decoder-points")
+    return {**feed, "point_coords": coords, "point_labels": labels}
 
 
 def export_tflite_parts(job: ExportJob) -> dict[str, dict[str, list]]:
