@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from _bundles import tflite_cache, tiny_tflite_bundle  # noqa: F401  (pytest fixtures)
+
 from pocketsam.benchmarks import android, report, schema
 from pocketsam.cli import main
 
@@ -98,22 +100,13 @@ def fake_adb(tmp_path, monkeypatch):
     return path, log
 
 
-def _tflite_copy(bundle: Path, dest: Path) -> Path:
-    """The tiny ONNX bundle relabelled as a tflite bundle: the phone never opens the file, only the tool would."""
-    shutil.copytree(bundle, dest)
-    m = json.loads((dest / "manifest.json").read_text())
-    m["format"] = "tflite"
-    (dest / "manifest.json").write_text(json.dumps(m))
-    return dest
-
-
-def test_android_target_end_to_end(fake_adb, tiny_bundle, tmp_path, capsys):
+def test_android_target_end_to_end(fake_adb, tiny_bundle, tiny_tflite_bundle, tmp_path, capsys):
     adb, log = fake_adb
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "benchmark_model").write_text("elf")
     (tools / "onnxruntime_perf_test").write_text("elf")
-    tfl = _tflite_copy(tiny_bundle, tmp_path / "tiny-tflite")
+    tfl = shutil.copytree(tiny_tflite_bundle, tmp_path / "tiny-tflite")  # the phone's copy names the bundle
     out = tmp_path / "phone.json"
     rc = main(["bench", str(tfl), str(tiny_bundle), "--target", "android", "--serial", "R58M", "--adb", str(adb),
                "--benchmark-model", str(tools / "benchmark_model"), "--perf-test", str(tools / "onnxruntime_perf_test"),
@@ -152,7 +145,7 @@ def test_android_target_end_to_end(fake_adb, tiny_bundle, tmp_path, capsys):
     ort_cmds = [c for c in shell if "onnxruntime_perf_test" in c and " -I " in c]
     assert any("-e nnapi" in c and "-x 4" in c and "-r 20" in c for c in ort_cmds)
     pushed = [c[4] for c in calls if c[2] == "push"]
-    assert "/data/local/tmp/pocketsam/tiny-tflite/encoder.onnx" in pushed
+    assert "/data/local/tmp/pocketsam/tiny-tflite/encoder.tflite" in pushed
 
 
 def test_android_needs_the_tool_for_the_format(tiny_bundle, fake_adb, capsys):

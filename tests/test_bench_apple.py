@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,19 +10,12 @@ import numpy as np
 import pytest
 
 from _bench_fakes import FakeDecoder, FakeEncoder
+from _bundles import coreml_tiny_bundles  # noqa: F401  (pytest fixture)
 from pocketsam.benchmarks import apple
 from pocketsam.cli import main
 from pocketsam.runtime.errors import BackendError
 
 IMAGE = np.zeros((32, 48, 3), np.uint8)
-
-
-def _coreml_copy(bundle: Path, dest: Path) -> Path:
-    shutil.copytree(bundle, dest)
-    m = json.loads((dest / "manifest.json").read_text())
-    m["format"] = "coreml"
-    (dest / "manifest.json").write_text(json.dumps(m))
-    return dest
 
 
 def test_not_macos_is_a_clear_message(capsys):
@@ -34,8 +26,8 @@ def test_not_macos_is_a_clear_message(capsys):
         assert "needs macOS" in capsys.readouterr().err
 
 
-def test_compute_units_each_open_a_contender(tiny_bundle, tmp_path):
-    bundle = _coreml_copy(tiny_bundle, tmp_path / "tiny-coreml")
+def test_compute_units_each_open_a_contender(coreml_tiny_bundles, tmp_path):
+    bundle = shutil.copytree(coreml_tiny_bundles["fp32+int8"], tmp_path / "tiny-coreml")
     opened = []
 
     def fake_open(b, backend, **options):
