@@ -1,7 +1,19 @@
 """Shared fixtures. Bundle fixtures (exported once per session) live in _bundles.py."""
 
 import pytest
-from _bundles import tiny_bundle, vit_t_bundles, vit_t_model  # noqa: F401  (pytest fixtures)
+# Every bundle fixture is registered here, once: imported into several test modules instead, each import would be a
+# fixture of its own and a session-scoped export would run once per module.
+from _bundles import (  # noqa: F401  (pytest fixtures)
+    coreml_tiny_bundles,
+    coreml_vit_t_bundles,
+    coreml_vit_t_fp16,
+    tflite_cache,
+    tiny_bundle,
+    tiny_tflite_bundle,
+    vit_t_bundles,
+    vit_t_model,
+    vit_t_tflite_bundles,
+)
 
 # Fixtures that build, run or export the full-size vit_t model (minutes each on 2 cores). Every test that uses one,
 # directly or through another fixture, is marked `full`: `python3 -m pytest -q -m "not full"` is the fast tier.

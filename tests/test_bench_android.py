@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from _bundles import tflite_cache, tiny_tflite_bundle  # noqa: F401  (pytest fixtures)
-
 from pocketsam.benchmarks import android, report, schema
 from pocketsam.cli import main
 

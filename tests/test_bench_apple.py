@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from _bench_fakes import FakeDecoder, FakeEncoder
-from _bundles import coreml_tiny_bundles  # noqa: F401  (pytest fixture)
 from pocketsam.benchmarks import apple
 from pocketsam.cli import main
 from pocketsam.runtime.errors import BackendError

@@ -17,8 +17,6 @@ import pytest
 
 pytest.importorskip("coremltools")
 
-from _bundles import coreml_tiny_bundles, coreml_vit_t_bundles, coreml_vit_t_fp16  # noqa: E402,F401  (fixtures)
-
 from pocketsam.runtime import spec  # noqa: E402
 from pocketsam.runtime.coreml_structure import check_structure, read_structure  # noqa: E402
 from pocketsam.runtime.errors import BackendError, BundleError, MissingEngineError  # noqa: E402

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from _bundles import COREML_CALIBRATION, coreml_vit_t_fp16, export_coreml  # noqa: F401  (fixture)
+from _bundles import COREML_CALIBRATION, export_coreml
 
 from pocketsam.export.calibration import SAMPLE_PHOTOS, sample_photo
 from pocketsam.export.fp16_audit import FP16_MAX, HEADROOM, audit_fp16, coreml_agreement

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from _bundles import tiny_bundle, tiny_tflite_bundle, tflite_cache  # noqa: F401  (pytest fixtures)
-
 from pocketsam.benchmarks.profile import ProfileError, profile_bundle, sample_feeds
 from pocketsam.cli import main
 from pocketsam.runtime import spec

@@ -14,13 +14,7 @@ import warnings
 import numpy as np
 import pytest
 from _parity import PHOTOS, assert_row, measure, row_id, table_rows
-from _bundles import (  # noqa: F401  (pytest fixtures)
-    TFLITE_PRECISIONS,
-    TFLITE_TINY_BATCH,
-    tflite_cache,
-    tiny_tflite_bundle,
-    vit_t_tflite_bundles,
-)
+from _bundles import TFLITE_PRECISIONS, TFLITE_TINY_BATCH
 
 from pocketsam.runtime import spec
 from pocketsam.runtime.bundle import load_bundle
