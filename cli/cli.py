@@ -60,7 +60,7 @@ def box_arg(text: str) -> list[float]:
     return _floats(text, (4,), "--box")
 
 
-def count_arg(minimum: int) -> "Callable[[str], int]":
+def count_arg(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= `minimum` (threads, runs, sizes)."""
 
     def parse(text: str) -> int:
@@ -129,7 +129,8 @@ def missing_extra_message(module: str, what: str) -> str:
 
 
 def require_modules(modules: Sequence[str], what: str) -> None:
-    """UsageError naming the pip extra when one of `modules` cannot be imported (checked without importing)."""
+    """MissingExtraError naming the pip extra when one of `modules` cannot be imported (checked without importing
+    them)."""
     import importlib.util
 
     for name in modules:
@@ -246,12 +247,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.reference == "probe":
         references = [(f"probe ({bundle.manifest.get('probe', {}).get('photo', 'photo')})", bundle.load_probe())]
     else:
-        from pocketsam.runtime.image import image_files, named_images
+        from pocketsam.runtime.image import named_images
 
         require_modules(("torch",), "verify --reference torch")
         from pocketsam.export.verify_torch import torch_references
 
-        images = [] if args.images is None else list(named_images(args.images, len(image_files(args.images))))
+        images = [] if args.images is None else list(named_images(args.images))
         references = torch_references(bundle, images, args.checkpoint)
     _, encoder, decoder = open_bundle(bundle, args.backend, **backend_options(args))
     results = verify_sessions(references, encoder, decoder, bundle.encoder.precision, bundle.decoder.precision,

@@ -113,8 +113,9 @@ def sample_photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3])
 
 
-def named_images(directory: str | Path | None, limit: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Up to `limit` (name, HxWx3 uint8 RGB) pairs: the image files of `directory`, or the sample photos."""
+def named_images(directory: str | Path | None, limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """Up to `limit` (all when None) (name, HxWx3 uint8 RGB) pairs: the image files of `directory`, or the sample
+    photos."""
     if directory is None:
         for name in SAMPLE_PHOTOS[:limit]:
             yield name, sample_photo(name)
