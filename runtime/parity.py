@@ -55,6 +55,9 @@ _PALETTE_IOU = Check(
 )
 
 ANY_FORMAT = "*"
+# The parts a bundle is judged on (`verify`, the manifest's parity, benchmark rows); the table's "conversion" rows
+# judge each converted graph at export instead (`pocketsam.export.core.check_conversion`).
+BUNDLE_PARTS = ("encoder", "decoder", "e2e")
 
 PARITY_TABLE: dict[tuple[str, str, str], tuple[Check, ...]] = {
     # Each converted fp32 graph against eager PyTorch at export, on input sizes other than the trace's

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pocketsam.runtime.loading import open_bundle
-from pocketsam.runtime.parity import PARITY_TABLE, checks_for
+from pocketsam.runtime.parity import BUNDLE_PARTS, PARITY_TABLE, checks_for
 from pocketsam.runtime.verify import compare, record_reference
 
 PHOTOS = ("probe", "astronaut")
@@ -15,7 +15,8 @@ PHOTOS = ("probe", "astronaut")
 def table_rows(format: str, precisions: tuple[str, ...]) -> list:
     """(part, precision, check) for every check `format` is judged by: its own rows, else the "*" rows."""
     return [(part, prec, c) for (fmt, part, prec), checks in PARITY_TABLE.items()
-            if fmt in ("*", format) and prec in precisions and checks_for(part, prec, format) == checks
+            if fmt in ("*", format) and part in BUNDLE_PARTS and prec in precisions
+            and checks_for(part, prec, format) == checks
             for c in checks]
 
 

@@ -8,6 +8,8 @@ recorded at export, and a second photo through a fresh PyTorch reference).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -35,18 +37,35 @@ def test_every_precision_has_rows():
     """Every precision of every format's recipes has its three rows (a row may hold no bound: reported, not judged),
     judged ones bound the e2e mask IoU, and no row names a precision no format exports."""
     from pocketsam.export.formats import FORMATS
-    from pocketsam.runtime.parity import ANY_FORMAT, PARITY_TABLE
+    from pocketsam.runtime.parity import ANY_FORMAT, BUNDLE_PARTS, PARITY_TABLE
 
     for fmt, exporter in FORMATS.items():
         for precision in exporter.precisions:
-            for part in ("encoder", "decoder", "e2e"):
+            for part in BUNDLE_PARTS:
                 assert (fmt, part, precision) in PARITY_TABLE or (ANY_FORMAT, part, precision) in PARITY_TABLE, \
                     f"{fmt} {precision}: no {part} row in runtime/parity.py"
             e2e = checks_for("e2e", precision, fmt)
             assert not e2e or any(c.metric == "mask_iou" for c in e2e), (fmt, precision)
     exported = {p for f in FORMATS.values() for p in f.precisions}
-    assert {p for _, part, p in PARITY_TABLE if part != "conversion"} <= exported
+    assert {p for _, part, p in PARITY_TABLE if part in BUNDLE_PARTS} <= exported
     assert checks_for("encoder", "fp32", "onnx")[0].metric == "embedding_max_abs"
+
+
+def test_the_conversion_check_reads_its_bound_from_the_table():
+    """Every converted graph is checked against eager PyTorch at export with the table's conversion bound, relative
+    to the output's range; a frozen axis (wrong shape) or a real difference is an ExportError."""
+    from pocketsam.export.core import CONVERSION_CHECK, ExportError, check_conversion
+    from pocketsam.runtime import spec
+
+    assert checks_for("conversion", "fp32") == (CONVERSION_CHECK,)
+    want = {"image_embeddings": np.full((1, 256, 64, 64), 10.0, np.float32)}
+    near = {"image_embeddings": want["image_embeddings"] + 0.9 * CONVERSION_CHECK.bound * 10}
+    check_conversion(Path("encoder.onnx"), spec.ENCODER, want, near)
+    far = {"image_embeddings": want["image_embeddings"] + 1.1 * CONVERSION_CHECK.bound * 10}
+    with pytest.raises(ExportError, match="image_embeddings differs from PyTorch"):
+        check_conversion(Path("encoder.onnx"), spec.ENCODER, want, far)
+    with pytest.raises(ExportError, match="shapes"):
+        check_conversion(Path("encoder.onnx"), spec.ENCODER, want, {"image_embeddings": np.zeros((1, 256, 64, 1))})
 
 
 def test_the_weaker_precision_judges_e2e():
