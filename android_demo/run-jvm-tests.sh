@@ -21,5 +21,8 @@ kotlin_lib="$(dirname "$(readlink -f "$(command -v kotlinc)")")/../lib"
 runtime="$(ls "$kotlin_lib"/kotlin-stdlib.jar 2>/dev/null || ls /usr/share/java/kotlin-stdlib.jar)"
 extra=()
 [ -n "${POCKETSAM_DOWNSCALE:-}" ] && extra+=("-Dpocketsam.downscale=$POCKETSAM_DOWNSCALE")
+# Every test class: each file of core/src/test/kotlin with a @Test holds one class named after the file.
+mapfile -t classes < <(grep -rl --include='*.kt' '@Test' "$here/core/src/test/kotlin" | sort \
+    | sed -e "s#^$here/core/src/test/kotlin/##" -e 's#\.kt$##' -e 's#/#.#g')
 java -Dpocketsam.golden="$repo/tests/golden" -Dpocketsam.maskIou="$bound" "${extra[@]}" \
-    -cp "$out/classes:$junit:$hamcrest:$runtime" org.junit.runner.JUnitCore org.pocketsam.core.GoldenTest
+    -cp "$out/classes:$junit:$hamcrest:$runtime" org.junit.runner.JUnitCore "${classes[@]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,7 +24,28 @@ from pocketsam.runtime.parity import checks_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "android_demo" / "run-jvm-tests.sh"
+TEST_SOURCES = ROOT / "android_demo" / "core" / "src" / "test" / "kotlin"
 JUNIT = Path(os.environ.get("JUNIT_JAR", "/usr/share/java/junit4.jar"))
+
+
+def declared_tests() -> int:
+    """How many @Test methods the Kotlin test sources declare (an annotation line, not a mention in a comment)."""
+    return sum(len(re.findall(r"^\s*@Test\b", f.read_text(), flags=re.M)) for f in TEST_SOURCES.rglob("*.kt"))
+
+
+def junit_count(output: str) -> int:
+    """The number of tests JUnitCore ran, from its summary: "OK (N tests)" or "Tests run: N,  Failures: M"."""
+    ok = re.findall(r"^OK \((\d+) tests?\)$", output, flags=re.M)
+    failed = re.findall(r"^Tests run: (\d+),\s+Failures: \d+$", output, flags=re.M)
+    counts = [int(n) for n in ok + failed]
+    assert len(counts) == 1, f"expected one JUnit summary line, found {counts}:\n{output[-3000:]}"
+    return counts[0]
+
+
+def test_junit_summary_is_parsed():
+    assert junit_count("....\nTime: 1.2\n\nOK (12 tests)\n") == 12
+    assert junit_count("Time: 1\nThere was 1 failure:\n...\nFAILURES!!!\nTests run: 9,  Failures: 1\n") == 9
+    assert junit_count("OK (1 test)\n") == 1
 
 
 def test_kotlin_core_matches_the_goldens(tmp_path):
@@ -41,4 +63,5 @@ def test_kotlin_core_matches_the_goldens(tmp_path):
     out = run.stdout + run.stderr
     print(out)  # the worst mask IoU line, for the log
     assert run.returncode == 0, out[-3000:]
-    assert "OK (7 tests)" in out, out[-3000:]
+    # every declared test ran: a test class the runner no longer finds, or a test that silently disappears, fails
+    assert junit_count(out) == declared_tests(), out[-3000:]

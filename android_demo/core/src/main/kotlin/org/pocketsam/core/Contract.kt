@@ -27,7 +27,7 @@ class Contract(
     val outputs: Map<String, List<String>>
 ) {
     /** SAM's point label codes. */
-    class Labels(val pad: Int, val background: Int, val foreground: Int, val boxTopLeft: Int, val boxBottomRight: Int)
+    data class Labels(val pad: Int, val background: Int, val foreground: Int, val boxTopLeft: Int, val boxBottomRight: Int)
 
     companion object {
         fun parse(text: String): Contract {

@@ -29,12 +29,9 @@ class GoldenTest {
         return Size(hw[0], hw[1])
     }
 
-    private fun doubles(v: Any?, what: String): DoubleArray {
-        val out = ArrayList<Double>()
-        fun walk(x: Any?) { if (x is List<*>) x.forEach { walk(it) } else out.add(x.num(what)) }
-        walk(v)
-        return out.toDoubleArray()
-    }
+    private fun doubles(v: Any?, what: String): DoubleArray = flatten(v).map { it.num(what) }.toDoubleArray()
+
+    private fun flatten(v: Any?): List<Any?> = if (v is List<*>) v.flatMap { flatten(it) } else listOf(v)
 
     private fun floats32(v: Any?, what: String): FloatArray = doubles(v, what).map { it.toFloat() }.toFloatArray()
 
@@ -71,7 +68,9 @@ class GoldenTest {
             assertEquals(name, size(image.at("input_size"), "input_size"), Transforms.preprocessShape(original, contract.imageSize))
             val resized = Transforms.resizeLongestSide(rgb, contract.imageSize)
             assertEquals("$name: resized image (PIL bilinear)", image.at("resized_sha256").str("sha"), sha256(resized.data))
-            val (input, inputSize) = Transforms.encoderInput(rgb, contract)
+            val encoderInput = Transforms.encoderInput(rgb, contract)
+            val input = encoderInput.pixels
+            val inputSize = encoderInput.inputSize
             assertEquals(size(image.at("input_size"), "input_size"), inputSize)
             val s = contract.imageSize
             for (c in 0 until 3) for (y in intArrayOf(0, inputSize.h - 1)) for (x in intArrayOf(0, inputSize.w - 1))
@@ -98,16 +97,14 @@ class GoldenTest {
         for (image in images) {
             val name = image.at("name").str("name")
             val original = size(image.at("original_size"), "original_size")
-            val cases = ArrayList<Triple<String, FloatArray, FloatArray>>()
             for (key in listOf("coords", "boxes")) {
                 val c = image.at(key).obj(key)
-                cases.add(Triple(key, Transforms.applyCoords(doubles(c.at("input"), key), original, contract.imageSize),
-                    floats32(c.at("transformed"), key)))
+                val ours = Transforms.applyCoords(doubles(c.at("input"), key), original, contract.imageSize)
+                assertArrayEquals("$name $key", floats32(c.at("transformed"), key), ours, 0f)
             }
             val batch = image.at("batch").obj("batch")
-            cases.add(Triple("batch", Transforms.applyBoxes(doubles(batch.at("boxes"), "boxes"), original, contract.imageSize),
-                floats32(batch.at("boxes_transformed"), "boxes_transformed")))
-            for (case in cases) assertArrayEquals("$name ${case.first}", case.third, case.second, 0f)
+            val ours = Transforms.applyBoxes(doubles(batch.at("boxes"), "boxes"), original, contract.imageSize)
+            assertArrayEquals("$name batch", floats32(batch.at("boxes_transformed"), "boxes_transformed"), ours, 0f)
         }
     }
 
@@ -121,23 +118,26 @@ class GoldenTest {
                 val points = if (p.containsKey("point_coords")) doubles(p["point_coords"], "points") else DoubleArray(0)
                 val labels = if (p.containsKey("point_labels")) doubles(p["point_labels"], "labels").map { it.toInt() }.toIntArray() else IntArray(0)
                 val box = if (p.containsKey("box")) doubles(p["box"], "box") else null
-                val (coords, codes) = Prompt(points, labels, box).decoderTokens(original, contract)
-                val wantXy = ArrayList<Float>()
-                val wantCodes = ArrayList<Float>()
+                val tokens = Prompt(points, labels, box).decoderTokens(original, contract)
+                var wantXy = FloatArray(0)
+                var wantCodes = FloatArray(0)
                 if (p.containsKey("point_coords")) {
-                    floats32(p["point_coords_transformed"], "t").forEach { wantXy.add(it) }
-                    labels.forEach { wantCodes.add(it.toFloat()) }
+                    wantXy += floats32(p["point_coords_transformed"], "t")
+                    wantCodes += FloatArray(labels.size) { labels[it].toFloat() }
                 }
                 if (box != null) {
-                    floats32(p["box_transformed"], "t").forEach { wantXy.add(it) }
-                    wantCodes.add(lab.boxTopLeft.toFloat()); wantCodes.add(lab.boxBottomRight.toFloat())
+                    wantXy += floats32(p["box_transformed"], "t")
+                    wantCodes += floatArrayOf(lab.boxTopLeft.toFloat(), lab.boxBottomRight.toFloat())
                 } else if (labels.isNotEmpty()) {
-                    wantXy.add(0f); wantXy.add(0f); wantCodes.add(lab.pad.toFloat())
+                    wantXy += floatArrayOf(0f, 0f)
+                    wantCodes += lab.pad.toFloat()
                 }
-                assertArrayEquals(what, wantXy.toFloatArray(), coords, 0f)
-                assertArrayEquals(what, wantCodes.toFloatArray(), codes, 0f)
-                val (_, fixed) = Prompt(points, labels, box).decoderTokens(original, contract, decoderPoints = 6)
-                assertEquals(what, 6, fixed.size)
+                assertArrayEquals(what, wantXy, tokens.coords, 0f)
+                assertArrayEquals(what, wantCodes, tokens.labels, 0f)
+                val fixed = Prompt(points, labels, box).decoderTokens(original, contract, decoderPoints = 6)
+                assertEquals(what, 6, fixed.count)
+                assertArrayEquals(what, wantCodes, fixed.labels.copyOf(wantCodes.size), 0f)
+                for (i in wantCodes.size until 6) assertEquals(what, lab.pad.toFloat(), fixed.labels[i], 0f)
             }
         }
     }
