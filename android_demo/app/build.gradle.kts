@@ -14,7 +14,7 @@ android {
 
     defaultConfig {
         applicationId = "org.pocketsam.demo"
-        minSdk = 26  // java.time-free core, BitmapFactory + ExifInterface; the photo picker is back-ported below 33
+        minSdk = 26  // the photo picker is back-ported below Android 13 by androidx.activity
         targetSdk = 36
         versionCode = 1
         versionName = "0.1"
@@ -67,10 +67,10 @@ abstract class CopyDemoAssets : DefaultTask() {
     }
 }
 
-val golden = rootProject.layout.projectDirectory.dir("../tests/golden")
+val golden: File = rootDir.resolve("../tests/golden").normalize()
 val copyDemoAssets = tasks.register<CopyDemoAssets>("copyDemoAssets") {
-    contract.set(golden.file("contract.json"))
-    sample.set(golden.file("images/chelsea.png"))
+    contract.set(golden.resolve("contract.json"))
+    sample.set(golden.resolve("images/chelsea.png"))
 }
 
 androidComponents {

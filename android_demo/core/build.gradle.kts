@@ -1,11 +1,19 @@
 // The demo's platform-free core: plain Kotlin/JVM, no Android dependency. Its tests read the repository's golden
 // files (tests/golden/); the CI path is android_demo/run-jvm-tests.sh (Debian's kotlinc), this is the Gradle one.
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
 plugins {
     alias(libs.plugins.kotlin.jvm)
 }
 
+// Java 17 bytecode, like the app (built with whatever JDK runs Gradle, 17 or later).
+java {
+    sourceCompatibility = JavaVersion.VERSION_17
+    targetCompatibility = JavaVersion.VERSION_17
+}
+
 kotlin {
-    jvmToolchain(17)
+    compilerOptions { jvmTarget.set(JvmTarget.JVM_17) }
 }
 
 dependencies {

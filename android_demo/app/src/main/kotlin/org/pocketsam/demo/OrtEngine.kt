@@ -31,7 +31,8 @@ class OrtEngine private constructor(private val session: OrtSession) : Engine {
                 val t = feeds[name] ?: throw EngineException("ONNX Runtime: no feed for input $name")
                 tensors[name] = OnnxTensor.createTensor(env, FloatBuffer.wrap(t.data), t.shape.map { it.toLong() }.toLongArray())
             }
-            session.run(tensors).use { result ->
+            val result = session.run(tensors)
+            try {
                 return outputNames.associateWith { name ->
                     val value = result.get(name).orElseThrow { EngineException("ONNX Runtime: no output $name") } as OnnxTensor
                     val shape = value.info.shape.map { it.toInt() }.toIntArray()
@@ -40,6 +41,8 @@ class OrtEngine private constructor(private val session: OrtSession) : Engine {
                     buffer.get(data)
                     FloatTensor(shape, data)
                 }
+            } finally {
+                result.close()
             }
         } catch (e: OrtException) {
             throw EngineException("ONNX Runtime could not run the graph (${e.message})", e)
