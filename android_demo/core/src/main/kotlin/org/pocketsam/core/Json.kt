@@ -15,6 +15,64 @@ object Json {
         return value
     }
 
+    /**
+     * `value` as JSON text: maps (string keys, in their order), lists, arrays of numbers, strings, numbers,
+     * booleans and null, indented by `indent` spaces per level like Python's `json.dumps(indent=1)`. A non-finite
+     * number is written as null (JSON has no NaN).
+     */
+    fun write(value: Any?, indent: Int = 1): String {
+        val out = StringBuilder()
+        writeValue(out, value, indent, 0)
+        return out.toString()
+    }
+
+    private fun writeValue(out: StringBuilder, v: Any?, indent: Int, depth: Int) {
+        when (v) {
+            null -> out.append("null")
+            is Boolean -> out.append(v.toString())
+            is Int, is Long, is Short, is Byte -> out.append(v.toString())
+            is Number -> {
+                val d = v.toDouble()
+                out.append(if (d.isNaN() || d.isInfinite()) "null" else d.toString())
+            }
+            is String -> writeString(out, v)
+            is Map<*, *> -> writeItems(out, v.entries.toList(), '{', '}', indent, depth) { e ->
+                writeString(out, e.key.toString()); out.append(": "); writeValue(out, e.value, indent, depth + 1)
+            }
+            is List<*> -> writeItems(out, v, '[', ']', indent, depth) { writeValue(out, it, indent, depth + 1) }
+            is IntArray -> writeValue(out, v.toList(), indent, depth)
+            is FloatArray -> writeValue(out, v.map { it.toDouble() }, indent, depth)
+            is DoubleArray -> writeValue(out, v.toList(), indent, depth)
+            else -> throw IllegalArgumentException("JSON: cannot write a ${v.javaClass.name}")
+        }
+    }
+
+    private fun <T> writeItems(out: StringBuilder, items: List<T>, open: Char, close: Char, indent: Int, depth: Int,
+                               item: (T) -> Unit) {
+        out.append(open)
+        if (items.isEmpty()) { out.append(close); return }
+        items.forEachIndexed { i, it ->
+            if (i > 0) out.append(',')
+            out.append('\n').append(" ".repeat(indent * (depth + 1)))
+            item(it)
+        }
+        out.append('\n').append(" ".repeat(indent * depth)).append(close)
+    }
+
+    private fun writeString(out: StringBuilder, s: String) {
+        out.append('"')
+        for (c in s) {
+            when {
+                c == '"' -> out.append("\\\"")
+                c == '\\' -> out.append("\\\\")
+                c == '\n' -> out.append("\\n")
+                c < ' ' -> out.append(String.format("\\u%04x", c - '\u0000'))
+                else -> out.append(c)
+            }
+        }
+        out.append('"')
+    }
+
     private class Parser(val s: String) {
         var pos = 0
 

@@ -18,27 +18,38 @@ class Prompt(
         require(box == null || box.size == 4) { "Prompt: a box is 4 numbers, x0 y0 x1 y1" }
     }
 
+    /** Whether the prompt has any token: points or a box (a mask-only prompt has none). */
+    val hasTokens: Boolean get() = labels.isNotEmpty() || box != null
+
     /** The decoder's inputs for this prompt, batch 1: coords (N x 2, input frame, float32) and labels (N).
      *  `decoderPoints`: a fixed-shape decoder's point count (TFLite), padded with pad points; null: exact. */
-    fun decoderTokens(original: Size, contract: Contract, decoderPoints: Int? = null): Pair<FloatArray, FloatArray> {
+    fun decoderTokens(original: Size, contract: Contract, decoderPoints: Int? = null): DecoderTokens {
         val lab = contract.labels
         for (l in labels) require(l == lab.foreground || l == lab.background) { "Prompt: label $l is not a point label" }
-        val xy = ArrayList<Float>()
-        val codes = ArrayList<Float>()
-        Transforms.applyCoords(points, original, contract.imageSize).forEach { xy.add(it) }
-        labels.forEach { codes.add(it.toFloat()) }
-        if (box != null) {
-            Transforms.applyBoxes(box, original, contract.imageSize).forEach { xy.add(it) }
-            codes.add(lab.boxTopLeft.toFloat())
-            codes.add(lab.boxBottomRight.toFloat())
-        }
+        val user = labels.size + if (box != null) 2 else 0
+        // upstream appends one pad point when points come without a box
         var pad = if (labels.isNotEmpty() && box == null) 1 else 0
         if (decoderPoints != null) {
-            val need = codes.size + pad
-            require(need <= decoderPoints) { "this prompt needs $need decoder points but the decoder takes $decoderPoints" }
-            pad = decoderPoints - codes.size
+            require(user + pad <= decoderPoints) {
+                "this prompt needs ${user + pad} decoder points but the decoder takes $decoderPoints"
+            }
+            pad = decoderPoints - user
         }
-        repeat(pad) { xy.add(0f); xy.add(0f); codes.add(lab.pad.toFloat()) }
-        return xy.toFloatArray() to codes.toFloatArray()
+        val coords = FloatArray((user + pad) * 2) // pad points stay (0, 0)
+        val codes = FloatArray(user + pad) { lab.pad.toFloat() }
+        Transforms.applyCoords(points, original, contract.imageSize).copyInto(coords)
+        for (i in labels.indices) codes[i] = labels[i].toFloat()
+        if (box != null) {
+            Transforms.applyBoxes(box, original, contract.imageSize).copyInto(coords, destinationOffset = points.size)
+            codes[labels.size] = lab.boxTopLeft.toFloat()
+            codes[labels.size + 1] = lab.boxBottomRight.toFloat()
+        }
+        return DecoderTokens(coords, codes)
     }
+}
+
+/** A prompt as the decoder takes it (batch 1): `coords` N x 2 (x, y) in the input frame and `labels` N, float32
+ *  (label codes as floats: the graph handles them by arithmetic). */
+class DecoderTokens(val coords: FloatArray, val labels: FloatArray) {
+    val count: Int get() = labels.size
 }

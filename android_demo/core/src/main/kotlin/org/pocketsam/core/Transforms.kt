@@ -3,6 +3,11 @@ package org.pocketsam.core
 /** An image size as (h, w): rows, columns. */
 data class Size(val h: Int, val w: Int)
 
+/** The encoder's input: `pixels` float32 1x3xSxS (NCHW, S = `Contract.imageSize`) and the size of the resized
+ *  image inside it, top-left (`input_size`, the part of the input frame that is not padding). A plain class, not a
+ *  data class: its equality would compare the array by reference. */
+class EncoderInput(val pixels: FloatArray, val inputSize: Size)
+
 /** An RGB image, HxWx3 unsigned bytes in row-major order (the layout of a numpy uint8 HxWx3 array). */
 class RgbImage(val h: Int, val w: Int, val data: ByteArray) {
     init {
@@ -143,9 +148,9 @@ object Transforms {
     /**
      * The encoder's input for `image`: float32 1x3xSxS (S = imageSize), raw 0..255 values of the resized image,
      * padded bottom/right with the contract's `padValueRaw` (the graph normalizes inside, so padding with the
-     * mean is SAM's zero padding). Returns the input and the resized size inside it (`input_size`).
+     * mean is SAM's zero padding), and the resized size inside it (`input_size`).
      */
-    fun encoderInput(image: RgbImage, contract: Contract): Pair<FloatArray, Size> {
+    fun encoderInput(image: RgbImage, contract: Contract): EncoderInput {
         val s = contract.imageSize
         val resized = resizeLongestSide(image, s)
         val out = FloatArray(3 * s * s)
@@ -155,7 +160,7 @@ object Transforms {
             for (i in 0 until s * s) out[plane + i] = pad
             for (y in 0 until resized.h) for (x in 0 until resized.w) out[plane + y * s + x] = resized[y, x, c].toFloat()
         }
-        return out to Size(resized.h, resized.w)
+        return EncoderInput(out, Size(resized.h, resized.w))
     }
 
     // --- masks: the decoder's low-res logits back to the original frame ---------------------------------------
@@ -186,26 +191,36 @@ object Transforms {
         return Taps(i0, i1, w0, w1)
     }
 
-    /** One axis of `postprocess_masks` (low-res -> upsampled to `padded`, cropped to `valid`, resized to
-     *  `outSize`) as sparse rows: output o reads low-res entries index[o][j] with weight[o][j] (at most 4). */
-    internal class Axis(val index: Array<IntArray>, val weight: Array<DoubleArray>)
+    /** One output position of an axis of `postprocess_masks`: it reads low-res entries `index[j]` with weight
+     *  `weight[j]` (at most 4, in increasing index order). */
+    internal class SparseRow(val index: IntArray, val weight: DoubleArray)
 
-    internal fun axis(lowRes: Int, padded: Int, valid: Int, outSize: Int): Axis {
+    /** One axis of `postprocess_masks` (low-res -> upsampled to `padded`, cropped to `valid`, resized to
+     *  `outSize`), one sparse row per output position. */
+    internal fun axis(lowRes: Int, padded: Int, valid: Int, outSize: Int): Array<SparseRow> {
         val up = taps(lowRes, padded)
         val down = taps(valid, outSize)
-        val index = arrayOfNulls<IntArray>(outSize)
-        val weight = arrayOfNulls<DoubleArray>(outSize)
-        for (o in 0 until outSize) {
-            val w = java.util.TreeMap<Int, Double>()
-            for ((mid, wm) in listOf(down.i0[o] to down.w0[o], down.i1[o] to down.w1[o])) {
-                w[up.i0[mid]] = (w[up.i0[mid]] ?: 0.0) + wm * up.w0[mid]
-                w[up.i1[mid]] = (w[up.i1[mid]] ?: 0.0) + wm * up.w1[mid]
+        return Array(outSize) { o ->
+            // The two upsampled taps each output reads, each made of two low-res taps: up to 4 entries, merged
+            // per index in this order (the order the weights are summed in) and then sorted by index.
+            val index = IntArray(4)
+            val weight = DoubleArray(4)
+            var n = 0
+            fun add(i: Int, w: Double) {
+                for (j in 0 until n) if (index[j] == i) { weight[j] += w; return }
+                index[n] = i; weight[n] = w; n++
             }
-            index[o] = w.keys.toIntArray()
-            weight[o] = w.values.toDoubleArray()
+            add(up.i0[down.i0[o]], down.w0[o] * up.w0[down.i0[o]])
+            add(up.i1[down.i0[o]], down.w0[o] * up.w1[down.i0[o]])
+            add(up.i0[down.i1[o]], down.w1[o] * up.w0[down.i1[o]])
+            add(up.i1[down.i1[o]], down.w1[o] * up.w1[down.i1[o]])
+            sortedRow(index, weight, n)
         }
-        @Suppress("UNCHECKED_CAST")
-        return Axis(index as Array<IntArray>, weight as Array<DoubleArray>)
+    }
+
+    private fun sortedRow(index: IntArray, weight: DoubleArray, n: Int): SparseRow {
+        val order = (0 until n).sortedBy { index[it] }
+        return SparseRow(IntArray(n) { index[order[it]] }, DoubleArray(n) { weight[order[it]] })
     }
 
     /**
@@ -215,7 +230,7 @@ object Transforms {
      * the sizes).
      */
     fun postprocessMasks(lowRes: FloatArray, count: Int, inputSize: Size, original: Size, contract: Contract): FloatArray =
-        MaskPostprocessor(inputSize, original, contract).apply(lowRes, count)
+        MaskPostprocessor(inputSize, original, contract).toOriginalFrame(lowRes, count)
 
     /** Binary masks: logits > the contract's mask threshold. */
     fun threshold(logits: FloatArray, contract: Contract): BooleanArray =
@@ -232,7 +247,7 @@ class MaskPostprocessor(val inputSize: Size, val original: Size, private val con
     private val cols = Transforms.axis(l, contract.imageSize, inputSize.w, original.w)
 
     /** C x L x L low-res logits -> C x H x W logits in the original frame (rows first, then columns). */
-    fun apply(lowRes: FloatArray, count: Int): FloatArray {
+    fun toOriginalFrame(lowRes: FloatArray, count: Int): FloatArray {
         require(lowRes.size == count * l * l) { "postprocessMasks: expected $count x $l x $l logits, got ${lowRes.size}" }
         val (h, w) = original
         val out = FloatArray(count * h * w)
@@ -240,8 +255,8 @@ class MaskPostprocessor(val inputSize: Size, val original: Size, private val con
         for (m in 0 until count) {
             val base = m * l * l
             for (y in 0 until h) {
-                val idx = rows.index[y]
-                val wt = rows.weight[y]
+                val idx = rows[y].index
+                val wt = rows[y].weight
                 for (x in 0 until l) {
                     var s = 0.0
                     for (j in idx.indices) s += wt[j] * lowRes[base + idx[j] * l + x]
@@ -249,8 +264,8 @@ class MaskPostprocessor(val inputSize: Size, val original: Size, private val con
                 }
             }
             for (y in 0 until h) for (x in 0 until w) {
-                val idx = cols.index[x]
-                val wt = cols.weight[x]
+                val idx = cols[x].index
+                val wt = cols[x].weight
                 var s = 0.0
                 for (j in idx.indices) s += wt[j] * tmp[y * l + idx[j]]
                 out[(m * h + y) * w + x] = s.toFloat()

@@ -6,8 +6,6 @@ import org.junit.Assert.assertTrue
 import org.junit.Assume
 import org.junit.Test
 import java.io.File
-import java.security.MessageDigest
-import javax.imageio.ImageIO
 
 /**
  * The Kotlin pre/post-processing against the golden files made by UPSTREAM segment-anything / MobileSAM
@@ -16,39 +14,14 @@ import javax.imageio.ImageIO
  * golden low-res logits (mask IoU bound from the one parity table, passed in by the runner).
  */
 class GoldenTest {
-    private val golden = File(System.getProperty("pocketsam.golden") ?: error("run with -Dpocketsam.golden=DIR (tests/golden)"))
-    private val contract = Contract.load(File(golden, "contract.json"))
-    private val doc = Json.parse(File(golden, "golden.json").readText()).obj("golden.json")
-    private val images = doc.at("images").list("images").map { it.obj("image") }
+    private val contract = Golden.contract
+    private val images = Golden.images
 
-    private fun sha256(bytes: ByteArray): String =
-        MessageDigest.getInstance("SHA-256").digest(bytes).joinToString("") { String.format("%02x", it) }
-
-    private fun size(v: Any?, what: String): Size {
-        val hw = v.list(what).map { it.num(what).toInt() }
-        return Size(hw[0], hw[1])
-    }
-
-    private fun doubles(v: Any?, what: String): DoubleArray {
-        val out = ArrayList<Double>()
-        fun walk(x: Any?) { if (x is List<*>) x.forEach { walk(it) } else out.add(x.num(what)) }
-        walk(v)
-        return out.toDoubleArray()
-    }
-
-    private fun floats32(v: Any?, what: String): FloatArray = doubles(v, what).map { it.toFloat() }.toFloatArray()
-
-    private fun png(image: Map<String, Any?>): RgbImage {
-        val file = File(image.at("png").str("png")).let { if (it.isAbsolute) it else File(golden, it.path) }
-        val img = ImageIO.read(file)
-        val data = ByteArray(img.height * img.width * 3)
-        for (y in 0 until img.height) for (x in 0 until img.width) {
-            val rgb = img.getRGB(x, y)
-            val i = (y * img.width + x) * 3
-            data[i] = (rgb shr 16).toByte(); data[i + 1] = (rgb shr 8).toByte(); data[i + 2] = rgb.toByte()
-        }
-        return RgbImage(img.height, img.width, data)
-    }
+    private fun sha256(bytes: ByteArray) = Golden.sha256(bytes)
+    private fun size(v: Any?, what: String) = Golden.size(v, what)
+    private fun png(image: Map<String, Any?>) = Golden.png(image)
+    private fun doubles(v: Any?, what: String) = Golden.doubles(v, what)
+    private fun floats32(v: Any?, what: String) = Golden.floats32(v, what)
 
     @Test
     fun contractHoldsTheSpecConstants() {
@@ -59,6 +32,15 @@ class GoldenTest {
         assertEquals(listOf("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"),
             contract.inputs.getValue("decoder"))
         assertTrue(contract.inputs.getValue("decoder_cached").containsAll(contract.inputs.getValue("decoder")))
+        assertEquals(Contract.BundleLayout("manifest.json", "probe.npz", listOf("encoder", "decoder"),
+            mapOf("onnx" to ".onnx", "tflite" to ".tflite", "coreml" to ".mlpackage")), contract.bundle)
+        // the image cache, read off the decoder and decoder_cached graphs
+        val cache = contract.imageCache!!
+        assertEquals(listOf("image_tokens", "t2i_keys", "t2i_values", "i2t_queries"), cache.outputs)
+        assertEquals(cache.outputs.map { "cached_$it" }, cache.inputs)
+        assertEquals("use_image_cache", cache.flag)
+        assertArrayEquals(intArrayOf(4096, 256), cache.rowShapes[0])
+        assertArrayEquals(intArrayOf(8, 16, 4096), cache.rowShapes[1])
     }
 
     @Test
@@ -71,7 +53,9 @@ class GoldenTest {
             assertEquals(name, size(image.at("input_size"), "input_size"), Transforms.preprocessShape(original, contract.imageSize))
             val resized = Transforms.resizeLongestSide(rgb, contract.imageSize)
             assertEquals("$name: resized image (PIL bilinear)", image.at("resized_sha256").str("sha"), sha256(resized.data))
-            val (input, inputSize) = Transforms.encoderInput(rgb, contract)
+            val encoderInput = Transforms.encoderInput(rgb, contract)
+            val input = encoderInput.pixels
+            val inputSize = encoderInput.inputSize
             assertEquals(size(image.at("input_size"), "input_size"), inputSize)
             val s = contract.imageSize
             for (c in 0 until 3) for (y in intArrayOf(0, inputSize.h - 1)) for (x in intArrayOf(0, inputSize.w - 1))
@@ -98,16 +82,14 @@ class GoldenTest {
         for (image in images) {
             val name = image.at("name").str("name")
             val original = size(image.at("original_size"), "original_size")
-            val cases = ArrayList<Triple<String, FloatArray, FloatArray>>()
             for (key in listOf("coords", "boxes")) {
                 val c = image.at(key).obj(key)
-                cases.add(Triple(key, Transforms.applyCoords(doubles(c.at("input"), key), original, contract.imageSize),
-                    floats32(c.at("transformed"), key)))
+                val ours = Transforms.applyCoords(doubles(c.at("input"), key), original, contract.imageSize)
+                assertArrayEquals("$name $key", floats32(c.at("transformed"), key), ours, 0f)
             }
             val batch = image.at("batch").obj("batch")
-            cases.add(Triple("batch", Transforms.applyBoxes(doubles(batch.at("boxes"), "boxes"), original, contract.imageSize),
-                floats32(batch.at("boxes_transformed"), "boxes_transformed")))
-            for (case in cases) assertArrayEquals("$name ${case.first}", case.third, case.second, 0f)
+            val ours = Transforms.applyBoxes(doubles(batch.at("boxes"), "boxes"), original, contract.imageSize)
+            assertArrayEquals("$name batch", floats32(batch.at("boxes_transformed"), "boxes_transformed"), ours, 0f)
         }
     }
 
@@ -118,45 +100,25 @@ class GoldenTest {
             val original = size(image.at("original_size"), "original_size")
             for (p in image.at("prompts").list("prompts").map { it.obj("prompt") }) {
                 val what = "${image.at("name")}/${p.at("name")}"
-                val points = if (p.containsKey("point_coords")) doubles(p["point_coords"], "points") else DoubleArray(0)
-                val labels = if (p.containsKey("point_labels")) doubles(p["point_labels"], "labels").map { it.toInt() }.toIntArray() else IntArray(0)
-                val box = if (p.containsKey("box")) doubles(p["box"], "box") else null
-                val (coords, codes) = Prompt(points, labels, box).decoderTokens(original, contract)
-                val wantXy = ArrayList<Float>()
-                val wantCodes = ArrayList<Float>()
-                if (p.containsKey("point_coords")) {
-                    floats32(p["point_coords_transformed"], "t").forEach { wantXy.add(it) }
-                    labels.forEach { wantCodes.add(it.toFloat()) }
-                }
-                if (box != null) {
-                    floats32(p["box_transformed"], "t").forEach { wantXy.add(it) }
-                    wantCodes.add(lab.boxTopLeft.toFloat()); wantCodes.add(lab.boxBottomRight.toFloat())
-                } else if (labels.isNotEmpty()) {
-                    wantXy.add(0f); wantXy.add(0f); wantCodes.add(lab.pad.toFloat())
-                }
-                assertArrayEquals(what, wantXy.toFloatArray(), coords, 0f)
-                assertArrayEquals(what, wantCodes.toFloatArray(), codes, 0f)
-                val (_, fixed) = Prompt(points, labels, box).decoderTokens(original, contract, decoderPoints = 6)
-                assertEquals(what, 6, fixed.size)
+                val want = Golden.upstreamTokens(p)
+                val tokens = Golden.prompt(p).decoderTokens(original, contract)
+                assertArrayEquals(what, want.coords, tokens.coords, 0f)
+                assertArrayEquals(what, want.labels, tokens.labels, 0f)
+                val fixed = Golden.prompt(p).decoderTokens(original, contract, decoderPoints = 6)
+                assertEquals(what, 6, fixed.count)
+                assertArrayEquals(what, want.labels, fixed.labels.copyOf(want.count), 0f)
+                for (i in want.count until 6) assertEquals(what, lab.pad.toFloat(), fixed.labels[i], 0f)
             }
         }
     }
 
-    /** Pooled IoU of two mask stacks (as `pocketsam.runtime.verify.pooled_iou`). */
-    private fun iou(a: BooleanArray, b: BooleanArray): Double {
-        var inter = 0L; var union = 0L
-        for (i in a.indices) { if (a[i] && b[i]) inter++; if (a[i] || b[i]) union++ }
-        return if (union == 0L) 1.0 else inter.toDouble() / union
-    }
-
     @Test
     fun masksFromUpstreamLogitsMatchUpstreamMasks() {
-        val bound = System.getProperty("pocketsam.maskIou")?.toDouble()
-            ?: error("run with -Dpocketsam.maskIou=B: the e2e fp32 mask IoU bound of pocketsam.runtime.parity")
+        val bound = Golden.maskIouBound
         var worst = 1.0
         for (image in images) {
             val name = image.at("name").str("name")
-            val npz = readNpz(File(golden, image.at("npz").str("npz")))
+            val npz = Golden.npz(image)
             val original = size(image.at("original_size"), "original_size")
             val inputSize = size(image.at("input_size"), "input_size")
             val cases = image.at("prompts").list("prompts").map { it.obj("prompt") } + image.at("batch").obj("batch")
@@ -169,7 +131,7 @@ class GoldenTest {
                 val logits = npz.getValue("$key.low_res_logits").floats()
                 val masks = Transforms.threshold(Transforms.postprocessMasks(logits, count, inputSize, original, contract), contract)
                 val want = npz.getValue("$key.masks").unpackBits(masks.size)
-                val v = iou(masks, want)
+                val v = Golden.iou(masks, want)
                 worst = minOf(worst, v)
                 assertTrue("$name/$key: mask IoU $v < $bound", v >= bound)
             }
