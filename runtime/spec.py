@@ -231,7 +231,14 @@ def graphs_as_dict() -> dict[str, object]:
     return {**{name: asdict(g) for name, g in GRAPHS.items()}, "decoder_cached": asdict(DECODER_CACHED)}
 
 
+def bundle_layout() -> dict[str, object]:
+    """How a bundle folder is laid out, for the demos' bundle readers: the manifest's and the probe's file names,
+    the parts (each a graph of `GRAPHS`, named in the manifest's `parts`) and each format's part-file extension."""
+    return {"manifest": MANIFEST_NAME, "probe": PROBE_NAME, "parts": list(GRAPHS),
+            "format_extensions": dict(FORMAT_EXTENSIONS)}
+
+
 def write_contract(path: Path) -> None:
-    """Write the constants and graph I/O as JSON for the Kotlin and Swift demos."""
-    doc = {"constants": constants(), "graphs": graphs_as_dict()}
+    """Write the constants, the graph I/O and the bundle layout as JSON for the Kotlin and Swift demos."""
+    doc = {"constants": constants(), "graphs": graphs_as_dict(), "bundle": bundle_layout()}
     Path(path).write_text(json.dumps(doc, indent=1) + "\n")
