@@ -90,3 +90,15 @@ public struct Interaction {
         return prediction.bestIndex
     }
 }
+
+/// What a touch on the photo was, from how far it moved and how long it lasted: the app tells tap (include point),
+/// long-press (exclude point) and drag (box) apart with one recogniser, since SwiftUI's tap, long-press and drag
+/// recognisers fight over the same touch.
+public enum Touch: Equatable {
+    case tap, longPress, drag
+
+    /// Below `slop` points of movement a touch is a tap, or a long-press when held `hold` seconds or more.
+    public static func classify(distance: Double, seconds: Double, slop: Double = 10, hold: Double = 0.5) -> Touch {
+        distance < slop ? (seconds >= hold ? .longPress : .tap) : .drag
+    }
+}

@@ -45,6 +45,14 @@ final class AppCoreTests: XCTestCase {
         XCTAssertEqual(i.shownMask(p), 1)
     }
 
+    func testTouchesAreTapsLongPressesOrDrags() {
+        XCTAssertEqual(Touch.classify(distance: 2, seconds: 0.1), .tap)
+        XCTAssertEqual(Touch.classify(distance: 2, seconds: 0.8), .longPress)
+        XCTAssertEqual(Touch.classify(distance: 9.9, seconds: 0.5), .longPress)
+        XCTAssertEqual(Touch.classify(distance: 40, seconds: 0.1), .drag)
+        XCTAssertEqual(Touch.classify(distance: 40, seconds: 3), .drag, "a slow drag is still a box")
+    }
+
     func testMaskPngIsAValidGrayscalePng() throws {
         // a 3 x 70000 mask: its rows need two stored deflate blocks (a block holds at most 65535 bytes)
         let size = Size(h: 3, w: 70000)
