@@ -69,7 +69,7 @@ setup() {
     rm -rf "$root"
     mv "$partial" "$root"
     rm -f "$partial.log"
-    echo "Swift root ready in $((SECONDS - t0)) s: $(chroot "$root" swift --version 2>/dev/null | head -1)"
+    echo "Swift root ready in $((SECONDS - t0)) s: swiftlang $(chroot "$root" dpkg-query -W -f='${Version}' swiftlang)"
 }
 
 case "${1:-}" in

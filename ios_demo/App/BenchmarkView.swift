@@ -85,12 +85,13 @@ struct BenchmarkView: View {
                 }
                 let bench = try Benchmark(contract: contract, image: image, runs: runs, warmup: warmup)
                 let device = DeviceInfo.current()
+                let input = Handoff(value: (bench, contenders))
                 let result = try await Task.detached(priority: .userInitiated) {
-                    try bench.run(contenders, device: device) { done, total in
+                    Handoff(value: try input.value.0.run(input.value.1, device: device) { done, total in
                         Task { @MainActor in progress = Double(done) / Double(total) }
                         return !stop.isSet
-                    }
-                }.value
+                    })
+                }.value.value
                 rows = result
                 if !result.isEmpty { saved = try save(result) }
             } catch {

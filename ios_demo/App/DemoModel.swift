@@ -89,8 +89,9 @@ final class DemoModel: ObservableObject {
     /// A photo from the picker: decode it (EXIF orientation applied) and run the encoder once.
     func loadPhoto(_ data: Data) {
         run("decoding the photo") { [self] in
-            let (rgb, cg) = try await Task.detached(priority: .userInitiated) { try Photos.decode(data) }.value
-            photo = cg
+            let decoded = try await Task.detached(priority: .userInitiated) { try Photos.decode(data) }.value
+            let rgb = decoded.rgb
+            photo = decoded.cg
             image = rgb
             prediction = nil
             overlay = nil

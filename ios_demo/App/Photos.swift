@@ -4,6 +4,18 @@ import ImageIO
 import PocketSAMCore
 import UIKit
 
+/// A decoded photo: the core's pixels and the image to show (a CGImage is immutable: safe to hand between tasks).
+struct DecodedPhoto: @unchecked Sendable {
+    let rgb: RgbImage
+    let cg: CGImage
+}
+
+/// A value handed from a background task to the main actor once the task is done with it (engines and bench rows
+/// hold CoreML models, which are not marked Sendable; only one side uses them at a time).
+struct Handoff<T>: @unchecked Sendable {
+    let value: T
+}
+
 /// Photos in and masks out: the bridges between UIKit/CoreGraphics pixels and the core's `RgbImage` and masks.
 enum Photos {
     /// The longest side a photo is decoded at. A 48-megapixel photo is ~190 MB as RGBA; the encoder sees 1024
@@ -14,7 +26,7 @@ enum Photos {
     /// Decode `data` (JPEG, HEIC, PNG, … from the photo picker) as the viewer shows it: the EXIF orientation
     /// applied (as `pocketsam predict` applies it, so points and masks are in the displayed frame), at most
     /// `maxLongSide` pixels on its longest side. Throws `PocketSAMError.image` when it cannot be decoded.
-    static func decode(_ data: Data) throws -> (RgbImage, CGImage) {
+    static func decode(_ data: Data) throws -> DecodedPhoto {
         guard let source = CGImageSourceCreateWithData(data as CFData, nil), CGImageSourceGetCount(source) > 0 else {
             throw PocketSAMError.image("this photo cannot be decoded (not an image format iOS reads)")
         }
@@ -30,7 +42,7 @@ enum Photos {
         guard let cg = CGImageSourceCreateThumbnailAtIndex(source, 0, options as CFDictionary) else {
             throw PocketSAMError.image("this photo cannot be decoded (its image data is damaged)")
         }
-        return (try rgb(cg), cg)
+        return DecodedPhoto(rgb: try rgb(cg), cg: cg)
     }
 
     /// The pixels of `image` as the core's RGB image (drawn into an sRGB RGBA context; alpha dropped).

@@ -5,7 +5,7 @@ import Glibc
 
 /// Timing statistics of one case in milliseconds, computed as `pocketsam.benchmarks.harness` computes them:
 /// numpy's median, its linearly interpolated 90th percentile, min, max and mean.
-public struct TimingStats: Equatable {
+public struct TimingStats: Equatable, Sendable {
     public let runs: Int
     public let medianMs: Double
     public let p90Ms: Double
@@ -45,7 +45,7 @@ public struct TimingStats: Equatable {
 
 /// Where rows were measured: the app fills it from `UIDevice` / `ProcessInfo` and `uname`; the names are the
 /// bench schema's.
-public struct DeviceInfo {
+public struct DeviceInfo: Sendable {
     /// The device, e.g. "iPhone15,2" (the hardware model from `uname`) or a name the user gave.
     public let device: String
     /// The chip, e.g. "A16 Bionic", or nil where the app cannot tell.
@@ -93,7 +93,7 @@ public struct DeviceInfo {
 
 /// CoreML's compute units, named as pocketsam's `coreml` backend and `apple` bench target name them (these names
 /// reach the bench rows' `delegate`). `PocketSAMCoreML` maps them to `MLComputeUnits`.
-public enum ComputeUnits: String, CaseIterable, Identifiable {
+public enum ComputeUnits: String, CaseIterable, Identifiable, Sendable {
     case all = "ALL"
     case cpuAndNeuralEngine = "CPU_AND_NE"
     case cpuAndGPU = "CPU_AND_GPU"

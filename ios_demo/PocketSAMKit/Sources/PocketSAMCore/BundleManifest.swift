@@ -8,10 +8,10 @@ import Foundation
 /// `.mlpackage` folder, every file in it inside the bundle too); both parts come from the same weights; each part's
 /// sha256 is the manifest's. (The Python loader also reads each part's own weights stamp from inside the model
 /// file; this reader does not parse model files.)
-public struct BundleManifest {
+public struct BundleManifest: Sendable {
     /// One model file (or `.mlpackage` folder) of the bundle. `shapes`: the graph's input shapes in this file (an
     /// axis name where dynamic).
-    public struct Part {
+    public struct Part: Sendable {
         public let name: String
         public let url: URL
         public let precision: String
@@ -100,7 +100,7 @@ public struct BundleManifest {
 
     // MARK: the manifest's schema: every value read here, checked once (as `bundle.validate_manifest`)
 
-    private typealias Check = (JSON) -> String?  // nil when fine, else what was expected instead
+    private typealias Check = @Sendable (JSON) -> String?  // nil when fine, else what was expected instead
 
     private static func isCount(_ v: JSON) -> Bool { if let i = v.intValue { return i >= 0 }; return false }
     private static let text: Check = { v in (v.stringValue ?? "").isEmpty ? "a non-empty string" : nil }

@@ -4,7 +4,7 @@ import Foundation
 /// (`tests/golden/contract.json`, copied into the app's resources): the constants every implementation must share,
 /// the graphs' input/output names and the bundle layout. Nothing here is retyped from Python: a value missing from
 /// the file is an error.
-public struct Contract {
+public struct Contract: Sendable {
     public let specVersion: String
     /// Longest side after resizing; the encoder input is imageSize x imageSize.
     public let imageSize: Int
@@ -28,7 +28,7 @@ public struct Contract {
     public let imageCache: ImageCacheIO?
 
     /// SAM's point label codes.
-    public struct Labels: Equatable {
+    public struct Labels: Equatable, Sendable {
         public let pad: Int
         public let background: Int
         public let foreground: Int
@@ -38,7 +38,7 @@ public struct Contract {
 
     /// A bundle folder: `manifest` (file name) names every part's file; `parts` are graph names ("encoder",
     /// "decoder"); `formatExtensions`: format -> the extension of its part files (".mlpackage" for CoreML).
-    public struct BundleLayout: Equatable {
+    public struct BundleLayout: Equatable, Sendable {
         public let manifest: String
         public let probe: String
         public let parts: [String]
@@ -49,7 +49,7 @@ public struct Contract {
     /// decoder returns the image-only part of its work as extra `outputs` and takes it back as `inputs`
     /// (`inputs[i]` feeds back `outputs[i]`), with `flag` 1 to read them, 0 to compute them (then the cached inputs
     /// are empty along axis 0). Read off the two decoder graphs, so no name is retyped here.
-    public struct ImageCacheIO {
+    public struct ImageCacheIO: Sendable {
         public let outputs: [String]
         public let inputs: [String]
         public let flag: String

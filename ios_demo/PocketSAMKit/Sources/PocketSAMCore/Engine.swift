@@ -2,7 +2,7 @@ import Foundation
 
 /// A float32 tensor: `data` in row-major (C) order and its `shape`. Every graph input and output of pocketsam's
 /// spec is float32 (labels included: the graphs handle them by arithmetic).
-public struct FloatTensor: Equatable, CustomStringConvertible {
+public struct FloatTensor: Equatable, Sendable, CustomStringConvertible {
     public let shape: [Int]
     public let data: [Float]
 

@@ -3,7 +3,7 @@ import Foundation
 /// A mistake the user can fix (a bundle, a photo, a prompt, an engine that refuses the model): the app shows its
 /// message and carries on. Anything else thrown by the core is a bug. Cases parallel the Kotlin core's exceptions
 /// (BundleException, PromptException, ImageNotSetException, EngineException).
-public enum PocketSAMError: Error, Equatable, CustomStringConvertible, LocalizedError {
+public enum PocketSAMError: Error, Equatable, Sendable, CustomStringConvertible, LocalizedError {
     /// A bundle folder that cannot be used: missing parts, wrong spec version, bad manifest, hashes that differ.
     case bundle(String)
     /// A prompt the decoder cannot take (a point outside the image, too many points for a fixed-shape decoder).

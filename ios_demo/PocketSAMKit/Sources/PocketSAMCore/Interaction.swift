@@ -4,20 +4,20 @@ import Foundation
 /// (long-press) and at most one box (drag; a new drag replaces it). Every change can be undone in order; `clear`
 /// forgets everything (and is itself undoable, so a slip costs nothing). The app turns it into a `Prompt` after
 /// each change and keeps the chosen multimask output here too, so a new prompt starts from the best mask again.
-public struct Interaction {
+public struct Interaction: Sendable {
     /// One point in the original frame.
-    public struct Point: Equatable {
+    public struct Point: Equatable, Sendable {
         public let x: Double, y: Double, include: Bool
         public init(x: Double, y: Double, include: Bool) { self.x = x; self.y = y; self.include = include }
     }
 
     /// A box in the original frame, corners in any order (put in order by `prompt`).
-    public struct Box: Equatable {
+    public struct Box: Equatable, Sendable {
         public let x0: Double, y0: Double, x1: Double, y1: Double
         public init(x0: Double, y0: Double, x1: Double, y1: Double) { self.x0 = x0; self.y0 = y0; self.x1 = x1; self.y1 = y1 }
     }
 
-    private struct State: Equatable {
+    private struct State: Equatable, Sendable {
         var points: [Point]
         var box: Box?
     }
@@ -94,7 +94,7 @@ public struct Interaction {
 /// What a touch on the photo was, from how far it moved and how long it lasted: the app tells tap (include point),
 /// long-press (exclude point) and drag (box) apart with one recogniser, since SwiftUI's tap, long-press and drag
 /// recognisers fight over the same touch.
-public enum Touch: Equatable {
+public enum Touch: Equatable, Sendable {
     case tap, longPress, drag
 
     /// Below `slop` points of movement a touch is a tap, or a long-press when held `hold` seconds or more.

@@ -3,7 +3,7 @@ import Foundation
 /// A JSON value, parsed and written by this package itself (no `JSONSerialization`): the same on Linux and Apple
 /// platforms, key order kept, and integers told apart from floats the way Python's `json` does (a number written
 /// with a fraction or an exponent is a float), which the bundle manifest's schema checks need.
-public indirect enum JSON: Equatable, CustomStringConvertible {
+public indirect enum JSON: Equatable, Sendable, CustomStringConvertible {
     case null
     case bool(Bool)
     /// A number written without fraction or exponent (Python's `int`); `Int` when it fits, else only `.double`.

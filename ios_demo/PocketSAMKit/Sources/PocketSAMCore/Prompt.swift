@@ -3,7 +3,7 @@ import Foundation
 /// One prompt in the original frame, turned into the decoder's `point_coords` / `point_labels` exactly as
 /// upstream's PromptEncoder sees them (and `pocketsam.runtime.Predictor` builds them): the points, then the box
 /// corners (labels boxTopLeft / boxBottomRight); when points come without a box, one (0, 0) point labelled pad.
-public struct Prompt: Equatable {
+public struct Prompt: Equatable, Sendable {
     /// Interleaved x, y pixels in the original frame (may be empty).
     public let points: [Double]
     /// One label per point: the contract's foreground or background code.
@@ -55,7 +55,7 @@ public struct Prompt: Equatable {
 
 /// A prompt as the decoder takes it (batch 1): `coords` N x 2 (x, y) in the input frame and `labels` N, float32
 /// (label codes as floats: the graph handles them by arithmetic).
-public struct DecoderTokens: Equatable {
+public struct DecoderTokens: Equatable, Sendable {
     public let coords: [Float]
     public let labels: [Float]
     public init(coords: [Float], labels: [Float]) { self.coords = coords; self.labels = labels }

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Frames: `masks` are in the original frame (the user's image, `size` = (h, w)); `lowResLogits` are in the input
 /// frame scaled to `lowResSize` x `lowResSize` (pass one back as a mask input to refine a prompt).
-public struct Prediction {
+public struct Prediction: Sendable {
     /// How many masks: 3 with multimask output, else 1.
     public let count: Int
     /// The size of every mask: the original image's.

@@ -1,7 +1,7 @@
 import Foundation
 
 /// An image size as (h, w): rows, columns.
-public struct Size: Equatable, Hashable, CustomStringConvertible {
+public struct Size: Equatable, Hashable, Sendable, CustomStringConvertible {
     public let h: Int
     public let w: Int
     public init(h: Int, w: Int) { self.h = h; self.w = w }
@@ -9,7 +9,7 @@ public struct Size: Equatable, Hashable, CustomStringConvertible {
 }
 
 /// An RGB image, HxWx3 unsigned bytes in row-major order (the layout of a numpy uint8 HxWx3 array).
-public struct RgbImage: Equatable {
+public struct RgbImage: Equatable, Sendable {
     public let h: Int
     public let w: Int
     public let data: [UInt8]
@@ -51,7 +51,7 @@ public struct RgbImage: Equatable {
 
 /// The encoder's input: `pixels` float32 1x3xSxS (NCHW, S = `Contract.imageSize`) and the size of the resized
 /// image inside it, top-left (`input_size`, the part of the input frame that is not padding).
-public struct EncoderInput {
+public struct EncoderInput: Sendable {
     public let pixels: [Float]
     public let inputSize: Size
 }
@@ -267,7 +267,7 @@ public enum Transforms {
 
     /// One output position of an axis of `postprocess_masks`: it reads low-res entries `index[j]` with weight
     /// `weight[j]` (at most 4, in increasing index order).
-    struct SparseRow {
+    struct SparseRow: Sendable {
         let index: [Int]
         let weight: [Double]
     }
@@ -313,7 +313,7 @@ public enum Transforms {
 
 /// `Transforms.postprocessMasks` for one image size: the sparse interpolation taps of both axes are computed once
 /// (at set-image time), each click then costs at most 4 multiply-adds per output value per axis.
-public struct MaskPostprocessor {
+public struct MaskPostprocessor: Sendable {
     public let inputSize: Size
     public let original: Size
     private let l: Int
