@@ -25,6 +25,8 @@ final class DemoModel: ObservableObject {
 
     let contract: Contract?
     private let segmenter = Segmenter()
+    /// Counts prompt changes: a decoder result that arrives after a newer change is dropped.
+    private var generation = 0
 
     init() {
         do {
@@ -40,12 +42,17 @@ final class DemoModel: ObservableObject {
         (error as? PocketSAMError)?.message ?? error.localizedDescription
     }
 
+    /// Tasks under way (`busy` shows while any is).
+    private var running = 0
+
     /// Run `work`, showing `what` while it runs and its error, if any, as `message`.
     private func run(_ what: String, _ work: @escaping () async throws -> Void) {
         busy = what
+        running += 1
         Task {
             do { try await work() } catch { message = Self.describe(error) }
-            busy = nil
+            running -= 1
+            if running == 0 { busy = nil }
         }
     }
 
@@ -101,14 +108,14 @@ final class DemoModel: ObservableObject {
     }
 
     private func encode(_ rgb: RgbImage) async throws {
+        generation += 1  // a result for the previous image is not shown
         prediction = nil
         overlay = nil
         busy = "encoding the photo"
         try await segmenter.setImage(rgb) { stage in
-            Task { @MainActor in self.busy = "encoding the photo: \(stage)" }
+            Task { @MainActor in if self.running > 0 { self.busy = "encoding the photo: \(stage)" } }
         }
         interaction?.reset()
-        busy = nil
     }
 
     // MARK: prompts (coordinates in the photo's pixels, the original frame)
@@ -134,13 +141,17 @@ final class DemoModel: ObservableObject {
         guard bundle != nil else { message = "open a bundle first"; return }
         edit(&i)
         interaction = i
+        generation += 1
+        let mine = generation
         guard let prompt = i.prompt() else {
             prediction = nil
             overlay = nil
             return
         }
         run("decoding the prompt") { [self] in
-            prediction = try await segmenter.predict(prompt)
+            let p = try await segmenter.predict(prompt)
+            guard mine == generation else { return }  // the user has clicked again meanwhile
+            prediction = p
             showMask()
         }
     }

@@ -45,14 +45,17 @@ enum Photos {
         return DecodedPhoto(rgb: try rgb(cg), cg: cg)
     }
 
-    /// The pixels of `image` as the core's RGB image (drawn into an sRGB RGBA context; alpha dropped).
+    /// The pixels of `image` as the core's RGB image, alpha dropped. Drawn in the photo's own RGB colour space
+    /// (iPhone photos are Display P3), so the values are the file's as PIL reads them (`pocketsam predict` does
+    /// no colour management either); other colour models (grayscale, CMYK) are converted to sRGB.
     static func rgb(_ image: CGImage) throws -> RgbImage {
         let w = image.width, h = image.height
         guard w >= 1, h >= 1 else { throw PocketSAMError.image("this photo is empty") }
+        let space = image.colorSpace.flatMap { $0.model == .rgb ? $0 : nil } ?? CGColorSpace(name: CGColorSpace.sRGB)!
         var rgba = [UInt8](repeating: 0, count: w * h * 4)
         let drawn = rgba.withUnsafeMutableBytes { buf -> Bool in
             guard let ctx = CGContext(data: buf.baseAddress, width: w, height: h, bitsPerComponent: 8, bytesPerRow: w * 4,
-                                      space: CGColorSpace(name: CGColorSpace.sRGB)!,
+                                      space: space,
                                       bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue) else { return false }
             ctx.draw(image, in: CGRect(x: 0, y: 0, width: w, height: h))
             return true
