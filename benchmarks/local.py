@@ -128,7 +128,9 @@ def bundle_contender(
     backend = backend or DEFAULT_BACKEND[bundle.format]
     if threads:
         options["threads"] = threads
-    if backend == "onnxruntime" and not options.get("providers"):
+    if backend != "onnxruntime":  # --providers names onnxruntime's; a TFLite bundle beside ONNX ones runs without
+        options.pop("providers", None)
+    elif not options.get("providers"):
         options["providers"] = accelerated_ort_providers()
     rss0 = rss_mb()
     t0 = time.perf_counter()
@@ -136,16 +138,18 @@ def bundle_contender(
     init = time.perf_counter() - t0
     rss1 = rss_mb()
     delegate = None
-    if getattr(enc, "providers", None):
-        delegate = enc.providers[0]
+    if getattr(enc, "providers_label", None):  # onnxruntime: the providers the session holds, in order
+        delegate = enc.providers_label
     elif options.get("compute_units"):
         delegate = str(options["compute_units"])
     elif options.get("delegate"):
         delegate = str(options["delegate"])
+    # The engine that runs, as the session names it (LiteRT: ai-edge-litert or its fallback tflite-runtime).
+    engine = getattr(enc, "engine", None) or backend
     return Contender(
-        name or bundle.root.name, backend,
+        name or bundle.root.name, engine,
         {"encoder": bundle.encoder.precision, "decoder": bundle.decoder.precision}, enc, dec, init, bundle,
-        engine_version=engine_version(backend), delegate=delegate,
+        engine_version=getattr(enc, "engine_version", None) or engine_version(backend), delegate=delegate,
         init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0, threads=threads,
     )
 

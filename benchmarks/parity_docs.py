@@ -23,25 +23,50 @@ COLUMNS = (
 )
 
 
+def _row(fmt_name: str, encoder: str, decoder: str, rows: dict[tuple[str, str], dict], extra: list[str]) -> str:
+    """One table line from judged rows keyed by (part, metric) (each with value, op, bound, passed)."""
+    cells = []
+    for part, metric, fmt in COLUMNS:
+        r = rows.get((part, metric))
+        if r is None:
+            cells.append("")
+            continue
+        bound = "" if r["bound"] is None else f" ({r['op']} {r['bound']:g})"
+        cells.append(f"{format(r['value'], fmt)}{bound}")
+    judged = [r["passed"] for r in rows.values() if r["passed"] is not None]
+    verdict = ("✓ all" if all(judged) else "✗") if judged else "—"
+    return f"| {fmt_name} | {encoder} | {decoder} | " + " | ".join(cells + extra) + f" | {verdict} |"
+
+
+def _head(extra: tuple[str, ...] = ()) -> list[str]:
+    head = ("| format | encoder | decoder | " + " | ".join(f"{p} {m}" for p, m, _ in COLUMNS)
+            + "".join(f" | {e}" for e in extra) + " | verdict |")
+    return [head, "|" + "---|" * (head.count("|") - 1)]
+
+
 def parity_markdown(bundles: list[Path]) -> str:
     """One row per bundle: format, precisions, the parity figures, and whether every judged check passed."""
-    head = "| format | encoder | decoder | " + " | ".join(f"{p} {m}" for p, m, _ in COLUMNS) + " | verdict |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = _head()
     for path in bundles:
         b = load_bundle(path)
         rows = {(r["part"], r["metric"]): r for r in b.manifest.get("parity", [])}
-        cells = []
-        for part, metric, fmt in COLUMNS:
-            r = rows.get((part, metric))
-            if r is None:
-                cells.append("")
-                continue
-            bound = "" if r["bound"] is None else f" ({r['op']} {r['bound']:g})"
-            cells.append(f"{format(r['value'], fmt)}{bound}")
-        judged = [r["passed"] for r in rows.values() if r["passed"] is not None]
-        verdict = ("✓ all" if all(judged) else "✗") if judged else b.manifest.get("parity_not_measured", "—")
-        lines.append(f"| {b.format} | {b.encoder.precision} | {b.decoder.precision} | " + " | ".join(cells)
-                     + f" | {verdict} |")
+        line = _row(b.format, b.encoder.precision, b.decoder.precision, rows, [])
+        if not rows:
+            line = line.replace("| — |", f"| {b.manifest.get('parity_not_measured', '—')} |")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def verify_reports_markdown(reports: list[dict]) -> str:
+    """The same table from `pocketsam verify --json` reports (one per bundle, e.g. measured on another machine),
+    with the engine that ran each one and the wall time of its verify where the report carries it."""
+    lines = _head(("engine", "verify s"))
+    for rep in reports:
+        for result in rep["results"]:
+            rows = {(r["part"], r["metric"]): r for r in result["rows"]}
+            seconds = rep.get("seconds")
+            lines.append(_row(rep["format"], rep["encoder_precision"], rep["decoder_precision"], rows,
+                              [rep.get("engine", "?"), "" if seconds is None else f"{seconds:.0f}"]))
     return "\n".join(lines) + "\n"
 
 

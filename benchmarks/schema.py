@@ -5,9 +5,11 @@ A results file is `{"schema": SCHEMA_VERSION, "rows": [row, ...]}` (a bare list 
 read). A row:
 
 identity
-    schema (int), target ("local" | "android" | "apple"), name (contender: bundle folder, "pytorch-eager", or
-    "<bundle>@<compute unit>"), engine ("onnxruntime", "litert", "coreml", "torch", "benchmark_model",
-    "onnxruntime_perf_test"), engine_version, delegate (execution provider / delegate / compute unit, or None),
+    schema (int), target ("local" | "android" | "apple" | "ssh"), name (contender: bundle folder, "pytorch-eager", or
+    "<bundle>@<compute unit>"), engine (the package that ran: "onnxruntime", "ai-edge-litert", "tflite-runtime",
+    "coreml", "torch", "benchmark_model", "onnxruntime_perf_test"; rows written before this held "litert" for both
+    LiteRT engines), engine_version, delegate (execution provider / delegate / compute unit, or None; onnxruntime:
+    the providers its session held, in order, e.g. "TensorrtExecutionProvider(fp16),CUDAExecutionProvider,…"),
     part ("encoder" | "decoder" | "prompt" | "e2e"), precision, threads (None: the engine's default), format.
 timing
     stats: {runs, median_ms, p90_ms, min_ms, max_ms, mean_ms} — a value is None where the tool does not report it
@@ -34,7 +36,7 @@ from typing import Any, Iterable
 SCHEMA_VERSION = 1
 
 PARTS = ("encoder", "decoder", "prompt", "e2e")
-TARGETS = ("local", "android", "apple")
+TARGETS = ("local", "android", "apple", "ssh")
 REFERENCES = ("torch", "probe", "none")  # what a row's speed-up and parity are measured against (`bench --reference`)
 
 # What a row's `memory` figures mean; the kind travels with the numbers so a table never mixes them silently.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -138,8 +139,41 @@ def require_modules(modules: Sequence[str], what: str) -> None:
             raise MissingExtraError(missing_extra_message(name, what))
 
 
-def backend_options(args: argparse.Namespace) -> dict:
+def _trt_flags(args: argparse.Namespace) -> list[str]:
+    """The TensorRT flags the user gave (they need the TensorRT provider)."""
+    given = (("--trt-fp16/--no-trt-fp16", getattr(args, "trt_fp16", None) is not None),
+             ("--trt-cache", getattr(args, "trt_cache", None) is not None),
+             ("--trt-fp32-ops", getattr(args, "trt_fp32_ops", None) is not None),
+             ("--trt-layer-norm-fp32", bool(getattr(args, "trt_layer_norm_fp32", False))))
+    return [flag for flag, on in given if on]
+
+
+def ort_providers(args: argparse.Namespace) -> list | None:
+    """onnxruntime's `providers` from --providers and the --trt-* flags (None: the default). The TensorRT flags
+    alone mean `tensorrt,cuda,cpu`; with --providers, TensorRT must be among them."""
+    from pocketsam.runtime.backends.ort import PROVIDER_ALIASES, TENSORRT, tensorrt_provider
+
+    names = _csv(getattr(args, "providers", None))
+    trt = _trt_flags(args)
+    if not names and not trt:
+        return None
+    names = names or ["tensorrt", "cuda", "cpu"]
+    full = [PROVIDER_ALIASES.get(n.lower(), n) for n in names]
+    if trt and TENSORRT not in full:
+        raise UsageError(f"{', '.join(trt)}: options of the TensorRT provider; add tensorrt to --providers")
+    spec = tensorrt_provider(fp16=bool(getattr(args, "trt_fp16", False)), cache_dir=getattr(args, "trt_cache", None),
+                             exclude_ops=_csv(getattr(args, "trt_fp32_ops", None)),
+                             layer_norm_fp32=bool(getattr(args, "trt_layer_norm_fp32", False)))
+    return [spec if n == TENSORRT else n for n in full]
+
+
+def backend_options(args: argparse.Namespace, bundle_format: str | None = None) -> dict:
     options = {"threads": args.threads} if getattr(args, "threads", None) is not None else {}
+    providers = ort_providers(args)
+    if providers is not None:
+        if bundle_format not in (None, "onnx") or getattr(args, "backend", None) not in (None, "onnxruntime"):
+            raise UsageError("--providers and --trt-* are options of onnxruntime (ONNX bundles)")
+        options["providers"] = providers
     if getattr(args, "compute_units", None) is not None:
         if args.backend not in (None, "coreml"):
             raise UsageError("--compute-units is an option of the coreml backend")
@@ -199,7 +233,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_output_image(args.out, "--out")
     check_output_image(args.overlay, "--overlay")
     image = read_image(args)
-    bundle, encoder, decoder = open_bundle(args.bundle, args.backend, **backend_options(args))
+    from pocketsam.runtime.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    bundle, encoder, decoder = open_bundle(bundle, args.backend, **backend_options(args, bundle.format))
     predictor = Predictor(encoder, decoder, decoder_points=bundle.decoder_points)
     predictor.set_image(image)
     coords = labels = None
@@ -254,12 +291,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         images = [] if args.images is None else list(named_images(args.images))
         references = torch_references(bundle, images, args.checkpoint)
-    _, encoder, decoder = open_bundle(bundle, args.backend, **backend_options(args))
+    _, encoder, decoder = open_bundle(bundle, args.backend, **backend_options(args, bundle.format))
+    from pocketsam.runtime.info import engine_label
+
+    engine = f"{engine_label(encoder)} on {platform.machine()}"
     results = verify_sessions(references, encoder, decoder, bundle.encoder.precision, bundle.decoder.precision,
                               bundle.decoder_points, bundle.format)
     failed = 0
     print(f"{bundle.root}: {bundle.format}, encoder {bundle.encoder.precision}, decoder {bundle.decoder.precision}, "
           f"{bundle.checkpoint_description}")
+    print(f"engine: {engine}")
     for label, rows in results:
         print(f"reference: {args.reference} — {label}")
         for row in rows:
@@ -268,7 +309,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print("PASS" if not failed else f"FAIL: {failed} check(s) out of tolerance")
     if args.json is not None:
         args.json.write_text(json.dumps(
-            {"bundle": str(bundle.root), "reference": args.reference, "passed": not failed,
+            {"bundle": str(bundle.root), "format": bundle.format, "encoder_precision": bundle.encoder.precision,
+             "decoder_precision": bundle.decoder.precision, "engine": engine, "reference": args.reference,
+             "passed": not failed,
              "results": [{"reference": label, "rows": [r.as_dict() for r in rows]} for label, rows in results]},
             indent=1) + "\n")
     return 0 if not failed else EXIT_PARITY
@@ -372,6 +415,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"{', '.join(android_flags)} only apply to --target android")
     if args.target != "apple" and args.compute_units is not None:
         raise UsageError("--compute-units only applies to --target apple")
+    ssh_flags = [f for f, v in (("--ssh-config", args.ssh_config), ("--remote-pocketsam", args.remote_pocketsam),
+                                ("--remote-cache", args.remote_cache)) if v is not None]
+    if not args.target.startswith("ssh://") and ssh_flags:
+        raise UsageError(f"{', '.join(ssh_flags)} only apply to --target ssh://…")
+    if args.target.startswith("ssh://"):
+        return _bench_ssh(args, parts)
     if args.target == "android":
         from pocketsam.benchmarks.android import AndroidConfig, bench_android
 
@@ -401,11 +450,76 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         from pocketsam.benchmarks.local import bench_local
 
-        options = {"providers": _csv(args.providers)} if args.providers else {}
+        providers = ort_providers(args)
+        options = {"providers": providers} if providers is not None else {}
         rows = bench_local(args.bundles, image, parts, args.threads, args.warmup, args.runs,
                            reference=args.reference, progress=not args.quiet, backend=args.backend, **options)
     _write_reports(rows, args, args.runs, args.warmup)
     return 0
+
+
+def _bench_ssh(args: argparse.Namespace, parts: tuple[str, ...]) -> int:
+    """`bench --target ssh://…`: the board runs its own `pocketsam bench --json`; its rows join this report."""
+    from pocketsam import __version__
+    from pocketsam.benchmarks.ssh import DEFAULT_REMOTE_CACHE, SshConfig, bench_ssh, parse_target
+
+    if args.reference == "torch" and args.reference_given:
+        raise UsageError("the ssh target runs the board's torch-free runtime: use --reference probe (default) or none")
+    if args.image is not None:
+        raise UsageError("--image: the board times on each bundle's probe photo (copied with the bundle)")
+    if args.ssh_config is not None and not args.ssh_config.is_file():
+        raise UsageError(f"--ssh-config {args.ssh_config}: no such file")
+    reference = args.reference if args.reference_given else "probe"
+    forwarded = ["--parts", ",".join(parts), "--warmup", str(args.warmup), "--runs", str(args.runs),
+                 "--reference", reference]
+    for flag, value in (("--threads", args.threads), ("--backend", args.backend), ("--providers", args.providers),
+                        ("--trt-cache", args.trt_cache), ("--trt-fp32-ops", args.trt_fp32_ops)):
+        if value is not None:
+            forwarded += [flag, str(value)]
+    if args.trt_fp16 is not None:
+        forwarded.append("--trt-fp16" if args.trt_fp16 else "--no-trt-fp16")
+    if args.trt_layer_norm_fp32:
+        forwarded.append("--trt-layer-norm-fp32")
+    cfg = SshConfig(parse_target(args.target), ssh_config=args.ssh_config,
+                    remote_pocketsam=args.remote_pocketsam or "pocketsam",
+                    remote_cache=args.remote_cache or DEFAULT_REMOTE_CACHE)
+    rows = bench_ssh(cfg, args.bundles, forwarded, __version__, progress=not args.quiet)
+    _write_reports(rows, args, args.runs, args.warmup)
+    return 0
+
+
+def target_arg(text: str) -> str:
+    """local, android, apple, or ssh://[user@]host[:port]."""
+    if text in ("local", "android", "apple"):
+        return text
+    if text.startswith("ssh://"):
+        from pocketsam.benchmarks.ssh import parse_target
+
+        try:
+            parse_target(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from local, android, apple, "
+                                     "ssh://[user@]host[:port])")
+
+
+def add_provider_flags(parser: argparse.ArgumentParser, where: str = "") -> None:
+    """--providers and TensorRT's options (onnxruntime; a Jetson's onnxruntime-gpu)."""
+    parser.add_argument("--providers", metavar="LIST",
+                        help=f"{where}onnxruntime execution providers in priority order, names or tensorrt, cuda, cpu "
+                             "(default: CPU; bench: TensorRT, CUDA when present, then CPU); what a session really "
+                             "holds is reported")
+    parser.add_argument("--trt-fp16", action=argparse.BooleanOptionalAction, default=None,
+                        help="TensorRT: let it run layers in fp16 (trt_fp16_enable; default off); check parity")
+    parser.add_argument("--trt-cache", type=Path, metavar="DIR",
+                        help="TensorRT: engine and timing cache folder (the first session builds, later ones load)")
+    parser.add_argument("--trt-fp32-ops", metavar="OPS",
+                        help="TensorRT: ONNX op types it must not take, run on CUDA/CPU in fp32 "
+                             "(trt_op_types_to_exclude, e.g. LayerNormalization; docs/edge.md maps audit-fp16's "
+                             "verdict onto this)")
+    parser.add_argument("--trt-layer-norm-fp32", action="store_true",
+                        help="TensorRT: keep decomposed LayerNorms' Pow/Reduce in fp32 (trt_layer_norm_fp32_fallback)")
 
 
 def _bench_image(args: argparse.Namespace) -> np.ndarray:
@@ -446,9 +560,12 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pocketsam import __version__
+
     p = _Parser(prog="pocketsam", description="MobileSAM on phones and edge boards, with parity.")
     p.add_argument("--debug", action="store_true",
                    help=f"show the full traceback of a converter or internal failure (or set {DEBUG_ENV}=1)")
+    p.add_argument("--version", action="version", version=f"pocketsam {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # The export registry's names only: importing it imports no converter and no torch.
@@ -500,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-pixels", **max_pixels)
     pr.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
                     help="coreml backend (macOS): where Core ML may run the model (default ALL)")
+    add_provider_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
     v = sub.add_parser("verify", help="check a bundle's parity against the PyTorch reference")
@@ -516,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--structure", action="store_true",
                    help="CoreML: check the packages' I/O against the spec, ops, weights and hashes without running "
                         "them (any OS)")
+    add_provider_flags(v)
     v.set_defaults(func=cmd_verify)
 
     i = sub.add_parser("info", help="describe a bundle: manifest, inputs/outputs, sizes")
@@ -535,13 +654,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch (default on local/apple): time the PyTorch fp32 reference too, speed-up + parity vs it; "
                         "probe: no torch, parity vs each bundle's probe.npz, no speed-up; none: timings only "
                         "(default on android)")
-    b.add_argument("--target", choices=["local", "android", "apple"], default="local")
+    b.add_argument("--target", type=target_arg, default="local", metavar="local|android|apple|ssh://USER@HOST[:PORT]",
+                   help="where to run (default local); ssh://: a board with pocketsam installed runs its own bench "
+                        "on the bundles, copied once by hash (docs/edge.md)")
     b.add_argument("--image", help=f"photo to time on (file or sample:NAME; default {BENCH_PHOTO}, read from the "
                                    "first bundle's probe unless --reference torch)")
     b.add_argument("--max-pixels", **max_pixels)
     b.add_argument("--backend", help="local: engine for every bundle (default: each format's)")
-    b.add_argument("--providers", help="local, onnxruntime: execution providers in order (default: TensorRT, CUDA "
-                                       "when present, then CPU)")
+    add_provider_flags(b, "local, ssh: ")
+    b.add_argument("--ssh-config", type=Path, metavar="FILE",
+                   help="ssh: an OpenSSH client config (ssh -F: identity, known hosts; default ~/.ssh/config)")
+    b.add_argument("--remote-pocketsam", metavar="CMD",
+                   help="ssh: the pocketsam command on the board (default pocketsam; a venv's: ~/venv/bin/pocketsam)")
+    b.add_argument("--remote-cache", metavar="DIR",
+                   help="ssh: where bundles are kept on the board (default ~/.cache/pocketsam/bundles)")
     b.add_argument("--serial", help="android: adb serial of the phone")
     b.add_argument("--adb", default="adb", help="android: path of adb (default: adb on PATH)")
     b.add_argument("--benchmark-model", type=Path, help="android: TFLite benchmark_model binary for the phone")

@@ -18,18 +18,43 @@ def _coreml_lines(bundle: Bundle, part: str) -> list[str]:
         return [f"    (structure not read: {e})"]
 
 
-def _io_lines(bundle: Bundle, part: str) -> list[str]:
-    """Inputs/outputs read from the model file by its engine, or a note when the engine is not installed."""
+def _open(bundle: Bundle) -> tuple[tuple | None, str]:
+    """((encoder, decoder) sessions or None, the `engine` line): the engine that runs the bundle here and its
+    version (LiteRT: ai-edge-litert, or tflite-runtime where it is the fallback; onnxruntime: its providers)."""
     if bundle.format == "coreml":  # read from the spec, on any OS, without compiling the model
-        return _coreml_lines(bundle, part)
+        from importlib import metadata
+
+        try:
+            version = metadata.version("coremltools")
+        except metadata.PackageNotFoundError:
+            version = "not installed"
+        return None, f"coremltools {version} (structure read from the files; Core ML predicts on macOS only)"
     from .errors import PocketSamError
     from .loading import open_bundle
 
     try:
         _, enc, dec = open_bundle(bundle)
     except PocketSamError as e:
-        return [f"    (inputs/outputs not read: {e})"]
-    session = enc if part == "encoder" else dec
+        return None, f"not opened here: {e}"
+    return (enc, dec), engine_label(enc)
+
+
+def engine_label(session) -> str:
+    """"<engine> <version>" of an opened session, with onnxruntime's held providers ("?" where a session has no
+    such attributes, e.g. the PyTorch reference's)."""
+    line = f"{getattr(session, 'engine', '?')} {getattr(session, 'engine_version', '?')}"
+    if getattr(session, "providers_label", None):
+        line += f", providers {session.providers_label}"
+    return line
+
+
+def _io_lines(bundle: Bundle, part: str, sessions: tuple | None) -> list[str]:
+    """Inputs/outputs read from the model file by its engine, or a note when the engine could not open it."""
+    if bundle.format == "coreml":
+        return _coreml_lines(bundle, part)
+    if sessions is None:
+        return ["    (inputs/outputs not read: see the engine line)"]
+    session = sessions[0] if part == "encoder" else sessions[1]
     describe_io = getattr(session, "describe_io", None)
     if describe_io is None:
         return [f"    inputs {session.input_names}, outputs {session.output_names}"]
@@ -58,12 +83,14 @@ def describe(bundle: Bundle) -> str:
         f"format     {bundle.format}   spec version {m['spec_version']}   created {m.get('created', '?')}",
         f"weights    {bundle.checkpoint_description} (config {m.get('config', 'vit_t')})",
     ]
+    sessions, engine = _open(bundle)
+    lines.append(f"engine     {engine}")
     for part in ("encoder", "decoder"):
         p = bundle.part(part)
         lines.append(
             f"{part:<10} {p.path.name}  {p.precision}  {p.size_bytes / 2**20:.2f} MiB  sha256 {p.sha256[:16]}…"
         )
-        lines.extend(_io_lines(bundle, part))
+        lines.extend(_io_lines(bundle, part, sessions))
     if m.get("calibration"):
         lines.append(f"calibration {m['calibration']['images']} images from {m['calibration']['source']}")
     tools = ", ".join(f"{k} {v}" for k, v in m.get("tools", {}).items())

@@ -8,10 +8,12 @@ Options:
   `(path, {option: value})` pair, loaded with `load_delegate`. None ship for Linux x86; on a device, pass the
   library the vendor provides. A delegate that cannot load is a one-line BackendError naming it.
 
-Fallback: when ai-edge-litert is not installed, `tflite_runtime.interpreter` is used with a warning. tflite-runtime
-stopped at 2.14 (2023): it needs numpy < 2, and it has no int8 TRANSPOSE_CONV kernel at the version the int8
-decoder's mask upscaling needs, so full-int8 decoders fail to load there (`LiteRTSession.engine` says which is in
-use).
+Engines, first found wins (`find_engine`; `LiteRTSession.engine` / `.engine_version` say which one runs):
+1. ai-edge-litert: >= 2.3 where it has wheels (x86-64 Linux, macOS, Windows); on aarch64 Linux (Raspberry Pi OS,
+   Jetson) 1.4.0, the newest release with aarch64 wheels (pyproject's environment markers pick it).
+2. tflite-runtime, with a warning: it stopped at 2.14 (2023), needs numpy < 2, ships no flatbuffer schema (the
+   `tflite` package reads the files then) and has no int8 TRANSPOSE_CONV kernel at the version the full-int8
+   decoder's mask upscaling needs, so full-int8 decoders fail to load there with a message saying so.
 
 Names: litert-torch names a signature's inputs after the keyword arguments it was traced with, so pocketsam's
 files carry the spec's names already; files whose inputs are positional (`args_0`…, `output_0`…) are mapped by
@@ -25,7 +27,9 @@ ceil(B / N) calls of it, the last one padded by repeating its first prompt; a ba
 
 from __future__ import annotations
 
+import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,24 +45,53 @@ FALLBACK_LIMITS = (
 )
 
 
-def _import_engine():
-    """(interpreter module, engine name)."""
-    try:
-        from ai_edge_litert import interpreter
+@dataclass(frozen=True)
+class Engine:
+    """The TFLite interpreter package this process runs: its `interpreter` module, pip name and version."""
 
-        return interpreter, "ai-edge-litert"
-    except ImportError:
-        pass
+    interpreter: Any
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+# (pip name, interpreter module), in order of preference.
+ENGINES = (("ai-edge-litert", "ai_edge_litert.interpreter"), ("tflite-runtime", "tflite_runtime.interpreter"))
+
+
+def _version(package: str, module) -> str:
+    from importlib import metadata
+
     try:
-        from tflite_runtime import interpreter  # type: ignore[import-not-found]
-    except ImportError:
-        raise MissingEngineError("the litert backend needs ai-edge-litert: pip install 'pocketsam[tflite]'") from None
-    except Exception as e:  # tflite-runtime built against numpy 1.x fails to import under numpy 2
-        raise MissingEngineError(
-            f"ai-edge-litert is not installed and tflite-runtime cannot load ({e}); {FALLBACK_LIMITS}"
-        ) from None
-    warnings.warn(f"using tflite-runtime because ai-edge-litert is not installed: {FALLBACK_LIMITS}", stacklevel=3)
-    return interpreter, "tflite-runtime"
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:  # a source build without metadata: the module's own attribute
+        return str(getattr(module, "__version__", "unknown"))
+
+
+def find_engine() -> Engine:
+    """The first LiteRT engine that imports here (ENGINES' order); MissingEngineError naming the extra if none."""
+    import importlib
+
+    failures = []
+    for name, module_name in ENGINES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            if getattr(e, "name", None) and module_name.startswith(str(e.name)):
+                continue  # not installed
+            failures.append(f"{name} cannot load ({e})")
+            continue
+        except Exception as e:  # tflite-runtime built against numpy 1.x raises on import under numpy 2
+            failures.append(f"{name} cannot load ({type(e).__name__}: {e})")
+            continue
+        engine = Engine(module, name, _version(name, sys.modules[module_name.split(".")[0]]))
+        if name == "tflite-runtime":
+            warnings.warn(f"using {engine} because ai-edge-litert is not installed: {FALLBACK_LIMITS}", stacklevel=3)
+        return engine
+    why = "; ".join(failures) if failures else "neither ai-edge-litert nor tflite-runtime is installed"
+    raise MissingEngineError(f"the litert backend needs ai-edge-litert ({why}): pip install 'pocketsam[tflite]'")
 
 
 def _load_delegates(engine, delegates: Sequence[Any]) -> list:
@@ -127,11 +160,12 @@ class _Signature:
 class LiteRTSession:
     """A Session over a .tflite file's signatures, presenting the spec's names and shapes."""
 
-    def __init__(self, interpreter, path: Path, graph: GraphSpec, engine: str, options: dict) -> None:
+    def __init__(self, interpreter, path: Path, graph: GraphSpec, engine: Engine, options: dict) -> None:
         self._interpreter = interpreter
         self.path = path
         self.graph = graph
-        self.engine = engine
+        self.engine = engine.name  # "ai-edge-litert" or "tflite-runtime"
+        self.engine_version = engine.version
         self.options = options
         self.input_names = graph.input_names
         self.output_names = graph.output_names
@@ -229,18 +263,18 @@ def open_session(
     """Load a .tflite file and check every signature's I/O against `graph`."""
     path = Path(path)
     check_tflite_file(path)
-    engine, engine_name = _import_engine()
-    loaded = _load_delegates(engine, delegates or ())
+    engine = find_engine()
+    loaded = _load_delegates(engine.interpreter, delegates or ())
     kwargs: dict[str, Any] = {"model_path": str(path), "experimental_delegates": loaded or None}
     if threads:
         kwargs["num_threads"] = int(threads)
     if not xnnpack:
-        kwargs["experimental_op_resolver_type"] = engine.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        kwargs["experimental_op_resolver_type"] = engine.interpreter.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = engine.Interpreter(**kwargs)
+        interpreter = engine.interpreter.Interpreter(**kwargs)
     except (ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = f"; {FALLBACK_LIMITS}" if engine_name == "tflite-runtime" else ""
-        raise BundleError(f"{path}: {engine_name} cannot load this model ({first}){hint}") from None
+        hint = f"; {FALLBACK_LIMITS}" if engine.name == "tflite-runtime" else ""
+        raise BundleError(f"{path}: {engine} cannot load this model ({first}){hint}") from None
     options = {"threads": threads, "xnnpack": xnnpack, "delegates": [str(d) for d in delegates or ()]}
-    return LiteRTSession(interpreter, path, graph, engine_name, options)
+    return LiteRTSession(interpreter, path, graph, engine, options)

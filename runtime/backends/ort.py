@@ -1,14 +1,22 @@
-"""ONNX Runtime backend (`pip install pocketsam[onnx]`).
+"""ONNX Runtime backend (`pip install pocketsam[onnx]`; on a Jetson, NVIDIA's onnxruntime-gpu wheel instead).
 
 Options: `threads` (intra-op threads; 0 lets ONNX Runtime choose), `providers` (execution providers in priority
-order, e.g. ["CUDAExecutionProvider", "CPUExecutionProvider"]; default: CPU), `optimization` ("all", "extended",
-"basic", "disabled"), `flush_denormals` (default True: see `open_session`).
+order; default: CPU), `optimization` ("all", "extended", "basic", "disabled"), `flush_denormals` (default True: see
+`open_session`).
+
+`providers` items are a provider name (`CUDAExecutionProvider`, or the short `cuda`, `tensorrt`, `cpu`) or a
+(name, {option: value}) pair, as onnxruntime takes them; `tensorrt_provider` builds TensorRT's pair (fp16 on/off,
+an engine-cache folder, op types kept off TensorRT). A provider this onnxruntime does not have is a BackendError.
+onnxruntime may still drop an accelerated provider when its libraries do not load (CUDA, TensorRT missing on the
+machine): `OrtSession.providers` is what the session actually holds (`get_providers()`), a warning names any
+requested provider that is not there, and bench rows report the held list, never the requested one.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -17,6 +25,59 @@ from ..spec import GraphSpec
 from ._io import check_io_names
 
 _LEVELS = ("disabled", "basic", "extended", "all")
+
+# Short names accepted wherever a provider is named (CLI `--providers tensorrt,cuda,cpu`).
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+TENSORRT = PROVIDER_ALIASES["tensorrt"]
+
+Provider = Union[str, tuple[str, dict[str, Any]]]
+
+
+def tensorrt_provider(
+    fp16: bool = False,
+    cache_dir: Path | str | None = None,
+    exclude_ops: Sequence[str] = (),
+    layer_norm_fp32: bool = False,
+) -> tuple[str, dict[str, str]]:
+    """TensorRT's (name, options) for `providers`: onnxruntime's `trt_*` provider options, as strings.
+
+    fp16: `trt_fp16_enable` (TensorRT may then run any layer in half precision). cache_dir: `trt_engine_cache_enable`
+    + `trt_engine_cache_path`, and the timing cache beside it (the first session of a model builds its engine, for
+    minutes on a Jetson; later ones load it). exclude_ops: `trt_op_types_to_exclude` (onnxruntime >= 1.21), ONNX op
+    types TensorRT must not take: they run on the next provider (CUDA, CPU) in fp32; this is how the fp16 audit's
+    verdict is applied (docs/edge.md). layer_norm_fp32: `trt_layer_norm_fp32_fallback`, TensorRT's own rule that
+    keeps the Pow + Reduce ops of a decomposed LayerNorm in fp32.
+    """
+    options = {"trt_fp16_enable": "True" if fp16 else "False"}
+    if cache_dir is not None:
+        folder = str(Path(cache_dir).expanduser().absolute())
+        options.update(trt_engine_cache_enable="True", trt_engine_cache_path=folder,
+                       trt_timing_cache_enable="True", trt_timing_cache_path=folder)
+    if exclude_ops:
+        options["trt_op_types_to_exclude"] = ",".join(exclude_ops)
+    if layer_norm_fp32:
+        options["trt_layer_norm_fp32_fallback"] = "True"
+    return TENSORRT, options
+
+
+def resolve_providers(providers: Sequence[Provider] | None, available: Sequence[str]) -> tuple[list[str], list[dict]]:
+    """(names, options) for `InferenceSession`: aliases expanded, every name checked against `available`."""
+    names, options = [], []
+    for item in providers or ["CPUExecutionProvider"]:
+        name, opts = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]))
+        names.append(PROVIDER_ALIASES.get(name.lower(), name))
+        options.append({k: str(v) for k, v in opts.items()})
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise BackendError(f"execution provider(s) {missing} not in this onnxruntime (available: {list(available)}; "
+                           "CUDA and TensorRT come with onnxruntime-gpu, on a Jetson NVIDIA's build of it)")
+    if len(set(names)) != len(names):
+        raise BackendError(f"execution providers {names} name one provider twice")
+    return names, options
 
 
 def _import_ort():
@@ -37,7 +98,21 @@ class OrtSession:
         self.path = path
         self.input_names = [i.name for i in session.get_inputs()]
         self.output_names = [o.name for o in session.get_outputs()]
-        self.providers = session.get_providers()
+        self.providers: list[str] = list(session.get_providers())  # what the session holds, not what was asked
+        self.provider_options: dict[str, dict[str, str]] = dict(session.get_provider_options())
+        self.engine = "onnxruntime"
+        self.engine_version = _import_ort().__version__
+
+    @property
+    def providers_label(self) -> str:
+        """The held providers in priority order, TensorRT marked with its precision (bench rows' `delegate`)."""
+        labels = []
+        for p in self.providers:
+            opts = self.provider_options.get(p, {})
+            if p == TENSORRT:
+                p += "(fp16)" if opts.get("trt_fp16_enable", "0").lower() in ("1", "true") else "(fp32)"
+            labels.append(p)
+        return ",".join(labels)
 
     def describe_io(self) -> list[tuple[str, str, list, str]]:
         """(kind, name, shape, type) of every input and output, as ONNX Runtime reads them from the file."""
@@ -69,7 +144,7 @@ def open_session(
     path: Path,
     graph: GraphSpec,
     threads: int = 0,
-    providers: Sequence[str] | None = None,
+    providers: Sequence[Provider] | None = None,
     optimization: str = "all",
     flush_denormals: bool = True,
 ) -> OrtSession:
@@ -83,17 +158,18 @@ def open_session(
     ort = _import_ort()
     if optimization not in _LEVELS:
         raise BackendError(f"unknown optimization level {optimization!r} (choose from {', '.join(_LEVELS)})")
-    available = ort.get_available_providers()
-    providers = list(providers or ["CPUExecutionProvider"])
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise BackendError(f"execution provider(s) {missing} not in this onnxruntime (available: {available})")
+    names, provider_options = resolve_providers(providers, ort.get_available_providers())
     options = session_options(threads, optimization, flush_denormals)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=names,
+                                       provider_options=provider_options)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types; all mean a bad file here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BundleError(f"{path}: ONNX Runtime cannot load this model ({first})") from None
     wrapped = OrtSession(session, path)
     check_io_names(path, graph, wrapped.input_names, wrapped.output_names)
+    dropped = [n for n in names if n not in wrapped.providers]
+    if dropped:  # onnxruntime falls back when a provider's libraries (CUDA, TensorRT) do not load
+        warnings.warn(f"{path.name}: onnxruntime did not start {', '.join(dropped)} (its libraries did not load); "
+                      f"this session runs on {', '.join(wrapped.providers)}", stacklevel=2)
     return wrapped
