@@ -90,6 +90,18 @@ def _import_ort():
     return onnxruntime
 
 
+def providers_label(providers: Sequence[str], provider_options: dict[str, dict[str, str]]) -> str:
+    """"A,B,C" from `get_providers()` and `get_provider_options()` (which gives booleans back as "0"/"1"), with
+    TensorRT marked "(fp16)" or "(fp32)" by its `trt_fp16_enable`."""
+    labels = []
+    for p in providers:
+        if p == TENSORRT:
+            fp16 = provider_options.get(p, {}).get("trt_fp16_enable", "0").lower() in ("1", "true")
+            p += "(fp16)" if fp16 else "(fp32)"
+        labels.append(p)
+    return ",".join(labels)
+
+
 class OrtSession:
     """A Session over an `onnxruntime.InferenceSession`."""
 
@@ -106,13 +118,7 @@ class OrtSession:
     @property
     def providers_label(self) -> str:
         """The held providers in priority order, TensorRT marked with its precision (bench rows' `delegate`)."""
-        labels = []
-        for p in self.providers:
-            opts = self.provider_options.get(p, {})
-            if p == TENSORRT:
-                p += "(fp16)" if opts.get("trt_fp16_enable", "0").lower() in ("1", "true") else "(fp32)"
-            labels.append(p)
-        return ",".join(labels)
+        return providers_label(self.providers, self.provider_options)
 
     def describe_io(self) -> list[tuple[str, str, list, str]]:
         """(kind, name, shape, type) of every input and output, as ONNX Runtime reads them from the file."""
