@@ -11,9 +11,11 @@ Options:
 Engines, first found wins (`find_engine`; `LiteRTSession.engine` / `.engine_version` say which one runs):
 1. ai-edge-litert: >= 2.3 where it has wheels (x86-64 Linux, macOS, Windows); on aarch64 Linux (Raspberry Pi OS,
    Jetson) 1.4.0, the newest release with aarch64 wheels (pyproject's environment markers pick it).
-2. tflite-runtime, with a warning: it stopped at 2.14 (2023), needs numpy < 2, ships no flatbuffer schema (the
-   `tflite` package reads the files then) and has no int8 TRANSPOSE_CONV kernel at the version the full-int8
-   decoder's mask upscaling needs, so full-int8 decoders fail to load there with a message saying so.
+2. tflite-runtime, with a warning: it stopped at 2.14 (2023), needs numpy < 2 and ships no flatbuffer schema (the
+   `tflite` package reads the files then). Measured here (x86-64, docs/edge.md): fp32 and full-int8 bundles pass
+   `verify`; an int8-dynamic *decoder* (hybrid CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED: int8 weights, float
+   activations) computes wrong masks (mask IoU 0.24 against the reference, 0.99 on ai-edge-litert 1.4.0 and 2.3.0),
+   so such a decoder is refused there with a BundleError; int8-dynamic encoders match.
 
 Names: litert-torch names a signature's inputs after the keyword arguments it was traced with, so pocketsam's
 files carry the spec's names already; files whose inputs are positional (`args_0`…, `output_0`…) are mapped by
@@ -40,8 +42,8 @@ from ..spec import LABEL_PAD, GraphSpec
 from ..tflite_ops import check_tflite_file
 
 FALLBACK_LIMITS = (
-    "tflite-runtime (2.14, the last release) needs numpy < 2 and cannot run int8 TRANSPOSE_CONV "
-    "(the full-int8 decoder); install ai-edge-litert: pip install 'pocketsam[tflite]'"
+    "tflite-runtime (2.14, the last release) needs numpy < 2 and computes int8-dynamic decoders wrong; install "
+    "ai-edge-litert: pip install 'pocketsam[tflite]'"
 )
 
 
@@ -264,6 +266,15 @@ def open_session(
     path = Path(path)
     check_tflite_file(path)
     engine = find_engine()
+    if engine.name == "tflite-runtime" and graph.name == "decoder":
+        from ..tflite_ops import read_tflite
+
+        hybrid = read_tflite(path).by_compute().get("hybrid")
+        if hybrid:
+            raise BundleError(
+                f"{path}: {engine} computes this dynamic-range int8 decoder wrong (hybrid {', '.join(sorted(hybrid))}; "
+                "measured mask IoU 0.24 against the reference); install ai-edge-litert: pip install 'pocketsam[tflite]'"
+            )
     loaded = _load_delegates(engine.interpreter, delegates or ())
     kwargs: dict[str, Any] = {"model_path": str(path), "experimental_delegates": loaded or None}
     if threads:
