@@ -299,6 +299,7 @@ def bench_ssh(
     by_remote = {placed[Path(b)].rsplit("/", 1)[-1]: Path(b).name for b in bundles}
     for r in rows:
         r["target"] = "ssh"
-        r["name"] = by_remote.get(r["name"], r["name"])
+        base, sep, n = r["name"].partition("#")  # bench numbers a bundle given twice: "<key>#2"
+        r["name"] = by_remote.get(base, base) + sep + n
         r["note"] = "; ".join(filter(None, [r.get("note"), f"measured on {cfg.target}"]))
     return rows

@@ -40,9 +40,12 @@ def _open(bundle: Bundle) -> tuple[tuple | None, str]:
 
 
 def engine_label(session) -> str:
-    """"<engine> <version>" of an opened session, with onnxruntime's held providers ("?" where a session has no
-    such attributes, e.g. the PyTorch reference's)."""
+    """"<engine> <version>" of an opened session, with onnxruntime's held providers or whether LiteRT's XNNPACK
+    took the graph ("?" where a session has no such attributes, e.g. the PyTorch reference's)."""
     line = f"{getattr(session, 'engine', '?')} {getattr(session, 'engine_version', '?')}"
+    xnnpack = getattr(session, "xnnpack", None)  # LiteRT: whether XNNPACK really took the graph
+    if xnnpack is not None:
+        line += ", XNNPACK" if xnnpack else ", builtin kernels (no XNNPACK)"
     if getattr(session, "providers_label", None):
         line += f", providers {session.providers_label}"
     return line

@@ -159,6 +159,22 @@ class _Signature:
         return {n: out[f] for n, f in self.out_names.items()}
 
 
+def _xnnpack_applied(interpreter) -> bool | None:
+    """Whether the execution plan holds delegate nodes once the interpreter is prepared (None if unknowable).
+
+    XNNPACK can fail to start without an error (it needs pytorch's cpuinfo to initialize; a missing
+    /sys/devices/system/cpu does that), and LiteRT then runs its builtin kernels, whose dynamic-range int8 results
+    differ (docs/edge.md). `_get_ops_details` is private to both engines' Python API, hence the guards."""
+    details = getattr(interpreter, "_get_ops_details", None)
+    if details is None:
+        return None
+    try:
+        interpreter.allocate_tensors()  # applies the default delegate (lazily applied otherwise)
+        return any(op.get("op_name") == "DELEGATE" for op in details())
+    except (RuntimeError, ValueError, TypeError):
+        return None
+
+
 class LiteRTSession:
     """A Session over a .tflite file's signatures, presenting the spec's names and shapes."""
 
@@ -171,6 +187,7 @@ class LiteRTSession:
         self.options = options
         self.input_names = graph.input_names
         self.output_names = graph.output_names
+        self.xnnpack = _xnnpack_applied(interpreter)  # before any signature runner holds the interpreter's memory
         keys = list(interpreter.get_signature_list())
         if not keys:
             raise BundleError(f"{path}: the .tflite file has no signature (export it with pocketsam)")
@@ -288,4 +305,14 @@ def open_session(
         hint = f"; {FALLBACK_LIMITS}" if engine.name == "tflite-runtime" else ""
         raise BundleError(f"{path}: {engine} cannot load this model ({first}){hint}") from None
     options = {"threads": threads, "xnnpack": xnnpack, "delegates": [str(d) for d in delegates or ()]}
-    return LiteRTSession(interpreter, path, graph, engine, options)
+    session = LiteRTSession(interpreter, path, graph, engine, options)
+    if session.xnnpack is False and not loaded:
+        from ..tflite_ops import read_tflite
+
+        hybrid = read_tflite(path).by_compute().get("hybrid")
+        if hybrid:  # measured: builtin hybrid kernels miss the int8-dynamic bounds (x86 and aarch64)
+            why = "xnnpack=False" if not xnnpack else "XNNPACK did not start on this machine"
+            warnings.warn(f"{path.name}: {why}, so {engine}'s builtin kernels run its dynamic-range int8 ops "
+                          f"({', '.join(sorted(hybrid))}); they give other results than XNNPACK's (vit_t on aarch64: "
+                          "e2e mask IoU 0.43): check with pocketsam verify", stacklevel=2)
+    return session
