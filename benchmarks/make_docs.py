@@ -72,9 +72,11 @@ torch stops with a message saying so.
 ### Jetson
 
 Same command as the Pi with `onnxruntime-gpu` from NVIDIA's Jetson wheels installed: ONNX bundles then run on
-TensorRT, else CUDA, else CPU (the first available, reported in each row's `delegate`); `--providers
-CUDAExecutionProvider,CPUExecutionProvider` picks them by hand. The first TensorRT session builds its engine:
-that lands in `init s`, not in the timings.
+TensorRT, else CUDA, else CPU; each row's `delegate` is the providers the session really holds, in order (a
+provider whose libraries do not load is dropped by onnxruntime, with a warning). `--providers cuda,cpu` picks them
+by hand; `--trt-fp16`, `--trt-cache DIR` and `--trt-fp32-ops OPS` set TensorRT's options (docs/edge.md). The first
+TensorRT session builds its engine: that lands in `init s`, not in the timings. From this machine,
+`--target ssh://user@board` runs the same bench on the board and brings its rows back (docs/edge.md).
 
 ### Android phone
 
