@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from _bundles import _export_tflite, tflite_cache, tiny_tflite_bundle  # noqa: F401  (pytest fixtures)
+from _bundles import _export_tflite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def tflite_runtime(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_int8_dynamic(tmp_path_factory, tflite_cache) -> Path:  # noqa: F811
+def tiny_int8_dynamic(tmp_path_factory, tflite_cache) -> Path:
     return _export_tflite(tmp_path_factory.mktemp("tflite-int8d") / "tiny-int8d", "tiny", "int8-dynamic",
                           tflite_cache)
 

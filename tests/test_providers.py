@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from _bundles import tflite_cache, tiny_tflite_bundle  # noqa: F401  (pytest fixtures)
-
 from pocketsam.cli import build_parser, main, ort_providers
 from pocketsam.runtime.backends.ort import providers_label, resolve_providers, tensorrt_provider
 from pocketsam.runtime.errors import BackendError
