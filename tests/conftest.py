@@ -11,14 +11,15 @@ from _bundles import (  # noqa: F401  (pytest fixtures)
     tiny_bundle,
     tiny_tflite_bundle,
     vit_t_bundles,
+    vit_t_fp32_bundle,
     vit_t_model,
     vit_t_tflite_bundles,
 )
 
 # Fixtures that build, run or export the full-size vit_t model (minutes each on 2 cores). Every test that uses one,
 # directly or through another fixture, is marked `full`: `python3 -m pytest -q -m "not full"` is the fast tier.
-FULL_SIZE_FIXTURES = {"vit_t_model", "vit_t_bundles", "vit_t_tflite_bundles", "coreml_vit_t_bundles",
-                      "coreml_vit_t_fp16", "vit_t_checkpoint"}
+FULL_SIZE_FIXTURES = {"vit_t_model", "vit_t_bundles", "vit_t_fp32_bundle", "vit_t_tflite_bundles",
+                      "coreml_vit_t_bundles", "coreml_vit_t_fp16", "vit_t_checkpoint"}
 
 
 def pytest_collection_modifyitems(config, items):
