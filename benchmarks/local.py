@@ -60,6 +60,7 @@ class Contender:
     delegate: str | None = None  # execution provider / delegate / compute unit actually used
     init_rss_delta_mb: float | None = None  # RSS this contender added to the process when it was opened
     threads: int | None = None
+    recipe: dict[str, Any] | None = None  # how a fresh process opens it again (`memory.alone_peak_mb`); None: it cannot
 
 
 def engine_version(engine: str) -> str | None:
@@ -125,6 +126,7 @@ def bundle_contender(
     from pocketsam.runtime.backends import DEFAULT_BACKEND
 
     bundle = path if isinstance(path, Bundle) else load_bundle(path)
+    given = dict(options)  # what a fresh process passes again (memory.alone_peak_mb)
     backend = backend or DEFAULT_BACKEND[bundle.format]
     if threads:
         options["threads"] = threads
@@ -146,15 +148,17 @@ def bundle_contender(
         delegate = str(options["delegate"])
     # The engine that runs, as the session names it (LiteRT: ai-edge-litert or its fallback tflite-runtime).
     engine = getattr(enc, "engine", None) or backend
+    recipe = {"kind": "bundle", "name": name or bundle.root.name, "bundle": str(bundle.root), "threads": threads,
+              "backend": backend, "options": given}
     return Contender(
         name or bundle.root.name, engine,
         {"encoder": bundle.encoder.precision, "decoder": bundle.decoder.precision}, enc, dec, init, bundle,
         engine_version=getattr(enc, "engine_version", None) or engine_version(backend), delegate=delegate,
-        init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0, threads=threads,
+        init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0, threads=threads, recipe=recipe,
     )
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str = "bench"):
     """A tqdm bar (a no-op object where tqdm is not installed or progress is off)."""
     try:
         from tqdm.auto import tqdm
@@ -172,7 +176,7 @@ def _progress(total: int, enabled: bool):
                 pass
 
         return _Quiet()
-    return tqdm(total=total, desc="bench", unit="call")
+    return tqdm(total=total, desc=desc, unit="call")
 
 
 def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: str | None,
@@ -225,8 +229,12 @@ def run_local(
     progress: bool = True,
     target: str = "local",
     reference_name: str = REFERENCE_NAME,
+    alone_memory: bool = True,
 ) -> list[dict[str, object]]:
     """Time every contender's parts interleaved; one schema row per (contender, part).
+
+    `alone_memory`: also measure each row's peak RSS in a fresh process that holds only that contender and runs
+    only that part (`memory.alone_peak_mb`; contenders without a recipe, such as test fakes, get None).
 
     `reference`: "torch" (the contender named `reference_name` is the PyTorch reference: rows get a speed-up measured
     in this run and parity against it on `image`), "probe" (parity against each bundle's recorded probe; no
@@ -246,6 +254,7 @@ def run_local(
     ref = next((c for c in contenders if c.name == reference_name), None) if reference == "torch" else None
     parity, notes = _parity_rows(contenders, ref, reference, image)
     process_peak = peak_rss_mb()
+    alone = _alone_peaks(contenders, image, parts, alone_memory, progress)
     out = []
     for c in contenders:
         for part in parts:
@@ -257,6 +266,7 @@ def run_local(
             else:
                 mem = {"kind": "process-peak", "init_delta_mb": c.init_rss_delta_mb, "peak_mb": process_peak,
                        "call_delta_mb": None}
+            mem["alone_peak_mb"] = alone.get(key)
             is_ref = c is ref
             out.append(make_row(
                 target=target,
@@ -281,6 +291,20 @@ def run_local(
                 **device,
             ))
     return out
+
+
+def _alone_peaks(contenders: list[Contender], image: np.ndarray, parts: tuple[str, ...], enabled: bool,
+                 progress: bool) -> dict[str, float | None]:
+    """{"contender|part": peak RSS MiB of a fresh process with that contender and part alone}."""
+    from .memory import alone_peak_mb
+
+    jobs = [(c, p) for c in contenders if c.recipe is not None for p in parts] if enabled else []
+    peaks: dict[str, float | None] = {}
+    with _progress(len(jobs), progress, "memory") as bar:
+        for c, part in jobs:
+            peaks[f"{c.name}|{part}"] = alone_peak_mb(c.recipe, image, (part,))  # type: ignore[arg-type]
+            bar.update()
+    return peaks
 
 
 def _parity_for(rows: list[dict] | None, part: str) -> dict[str, float] | None:
@@ -316,7 +340,8 @@ def reference_contender(bundle: Bundle | None, threads: int | None) -> Contender
     return Contender(REFERENCE_NAME, "torch", {"encoder": "fp32", "decoder": "fp32"}, enc, dec, init, None,
                      prompt_fn=lambda predictor: torch_click(model, predictor), engine_version=torch.__version__,
                      delegate="eager", init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0,
-                     threads=threads)
+                     threads=threads, recipe={"kind": "reference", "name": REFERENCE_NAME, "threads": threads,
+                                              "bundle": str(bundle.root) if bundle is not None else None})
 
 
 def bench_local(
@@ -329,9 +354,11 @@ def bench_local(
     reference: str | bool = "torch",
     progress: bool = True,
     backend: str | None = None,
+    alone_memory: bool = True,
     **options: Any,
 ) -> list[dict[str, object]]:
-    """Rows for the PyTorch reference (reference="torch") and every bundle, timed interleaved in this process.
+    """Rows for the PyTorch reference (reference="torch") and every bundle, timed interleaved in this process
+    (and, with `alone_memory`, each row's peak RSS measured in a process of its own: `run_local`).
 
     reference="probe": no torch needed; parity from each bundle's probe, speed-up left empty. "none": timings only.
     """
@@ -339,7 +366,8 @@ def bench_local(
         reference = "torch" if reference else "none"
     _require_torch_if(reference, threads)
     contenders = [bundle_contender(p, threads, backend, **dict(options)) for p in bundles]
-    return bench_contenders(contenders, image, parts, threads, warmup, runs, reference, progress)
+    return bench_contenders(contenders, image, parts, threads, warmup, runs, reference, progress,
+                            alone_memory=alone_memory)
 
 
 def _require_torch_if(reference: str, threads: int | None) -> None:
@@ -361,6 +389,7 @@ def bench_contenders(
     reference: str,
     progress: bool,
     target: str = "local",
+    alone_memory: bool = True,
 ) -> list[dict[str, object]]:
     """Add the torch reference (reference="torch"), make names unique, time everything interleaved."""
     _require_torch_if(reference, threads)
@@ -373,4 +402,5 @@ def bench_contenders(
             seen[c.name] = 1
     if reference == "torch":
         contenders = [reference_contender(contenders[0].bundle if contenders else None, threads)] + contenders
-    return run_local(contenders, image, parts, warmup, runs, reference, progress, target=target)
+    return run_local(contenders, image, parts, warmup, runs, reference, progress, target=target,
+                     alone_memory=alone_memory)

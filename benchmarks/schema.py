@@ -16,7 +16,9 @@ timing
     (TFLite's benchmark_model prints no p90; it is never estimated). init_s: seconds to load the contender (both
     graphs for local; the tool's own "Init" / "Session creation" for android).
 memory (see `MEMORY_KINDS`; each figure says what it is)
-    memory: {"kind": ..., "init_delta_mb": ..., "peak_mb": ..., "call_delta_mb": ...}
+    memory: {"kind": ..., "init_delta_mb": ..., "peak_mb": ..., "call_delta_mb": ..., "alone_peak_mb": ...}
+    alone_peak_mb (local target): peak RSS of a fresh process that opened only this row's contender and ran only
+    this part (`pocketsam.benchmarks.memory`), the per-contender figure; None where not measured.
 size
     model_bytes: the part's file size (encoder/decoder rows), else None.
 comparison

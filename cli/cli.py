@@ -453,7 +453,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         providers = ort_providers(args)
         options = {"providers": providers} if providers is not None else {}
         rows = bench_local(args.bundles, image, parts, args.threads, args.warmup, args.runs,
-                           reference=args.reference, progress=not args.quiet, backend=args.backend, **options)
+                           reference=args.reference, progress=not args.quiet, backend=args.backend,
+                           alone_memory=args.alone_memory, **options)
     _write_reports(rows, args, args.runs, args.warmup)
     return 0
 
@@ -678,6 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, metavar="OUT.json")
     b.add_argument("--markdown", type=Path, metavar="OUT.md")
     b.add_argument("--plot", type=Path, metavar="OUT.png")
+    b.add_argument("--alone-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="local: also measure each row's peak RSS in a fresh process holding only that contender and "
+                        "part (default on; a few seconds per row)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
 

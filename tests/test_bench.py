@@ -182,6 +182,10 @@ def test_cli_bench_probe_writes_json_markdown_plot(tiny_bundle, tmp_path, capsys
     assert r["reference"] == "probe" and r["speedup"] is None and not r["is_reference"]
     assert r["parity"]["mask_iou"] > 0.999
     assert r["threads"] == 1 and r["model_bytes"] > 0 and r["delegate"] == "CPUExecutionProvider"
+    if sys.platform.startswith("linux"):  # peak RSS of a process that held only this bundle and ran only this part
+        assert 40 < r["memory"]["alone_peak_mb"] < 2000
+        assert f"{r['memory']['alone_peak_mb']:.0f} MiB" in capsys.readouterr().out
+        assert "peak RSS = the peak resident memory of a fresh process" in (out / "r.md").read_text()
     assert "## Method" in (out / "r.md").read_text()
     assert (out / "r.png").read_bytes()[:4] == b"\x89PNG"
 
