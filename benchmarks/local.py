@@ -8,6 +8,9 @@ Parts (each a zero-argument callable over prepared inputs, so only the engine's 
   The reference here is what segment-anything's SamPredictor.predict pays: the eager decoder + torch
   `postprocess_masks` (bilinear to 1024², crop, bilinear to the original size).
 - e2e: set_image + one click on a real photo (that click computes the image cache).
+- everything: `MaskGenerator(predictor).generate(photo)` with upstream's default parameters (a 32 x 32 grid); the
+  row's `breakdown` splits its time into encoder, decoder batches and post-processing. The reference runs the same
+  generator over the PyTorch sessions (upstream's own generator is timed by benchmarks/everything_vs_upstream.py).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pocketsam.runtime.transforms import preprocess
 from pocketsam.runtime.verify import compare, judge
 
 from .harness import MemoryProbe, Stats, device_info, engine_versions, interleaved, peak_rss_mb, rss_mb
-from .schema import PARTS, make_row
+from .schema import DEFAULT_PARTS, make_row
 
 REFERENCE_NAME = "pytorch-eager"
 
@@ -61,6 +64,7 @@ class Contender:
     init_rss_delta_mb: float | None = None  # RSS this contender added to the process when it was opened
     threads: int | None = None
     recipe: dict[str, Any] | None = None  # how a fresh process opens it again (`memory.alone_peak_mb`); None: it cannot
+    breakdowns: list[dict[str, float]] | None = None  # part "everything": each call's time split, in call order
 
 
 def engine_version(engine: str) -> str | None:
@@ -107,7 +111,27 @@ def _cases(c: Contender, image: np.ndarray, parts: tuple[str, ...]) -> dict[str,
         "prompt": (c.prompt_fn(predictor) if c.prompt_fn else lambda: predictor.predict(click, label)),
         "e2e": e2e,
     }
+    if "everything" in parts:  # its own Predictor: generate() sets and resets images
+        all_cases["everything"] = _everything_case(c, image, predictor.decoder_points)
     return {p: all_cases[p] for p in parts}
+
+
+def _everything_case(c: Contender, image: np.ndarray, decoder_points: int | None) -> Callable[[], object]:
+    """One segment-everything run (upstream's defaults); each call's time split is kept in `c.breakdowns`."""
+    from pocketsam.runtime.mask_generator import MaskGenerator
+
+    generator = MaskGenerator(Predictor(c.encoder, c.decoder, decoder_points=decoder_points))
+    batches = generator.predictor.decoder_batches
+    if batches is not None:  # a fixed-batch decoder: its largest batch
+        generator.points_per_batch = min(generator.points_per_batch, batches[-1])
+    c.breakdowns = []
+
+    def run() -> object:
+        records = generator.generate(image)
+        c.breakdowns.append({k.replace("_s", "_ms"): v * 1e3 for k, v in generator.timings.items()})
+        return records
+
+    return run
 
 
 def bundle_contender(
@@ -222,7 +246,7 @@ def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: 
 def run_local(
     contenders: list[Contender],
     image: np.ndarray,
-    parts: tuple[str, ...] = PARTS,
+    parts: tuple[str, ...] = DEFAULT_PARTS,
     warmup: int = 2,
     runs: int = 10,
     reference: str | None = None,
@@ -268,6 +292,10 @@ def run_local(
                        "call_delta_mb": None}
             mem["alone_peak_mb"] = alone.get(key)
             is_ref = c is ref
+            breakdown = None
+            if part == "everything" and c.breakdowns:
+                timed = c.breakdowns[-runs:]  # the warm-up calls come first
+                breakdown = {k: float(np.median([b[k] for b in timed])) for k in timed[0]}
             out.append(make_row(
                 target=target,
                 name=c.name,
@@ -288,6 +316,7 @@ def run_local(
                 speedup=(stats[(ref.name, part)].median_ms / s.median_ms) if ref is not None else None,
                 parity=_parity_for(parity.get(c.name), part),
                 note=notes.get(c.name),
+                breakdown=breakdown,
                 **device,
             ))
     return out
@@ -311,7 +340,7 @@ def _parity_for(rows: list[dict] | None, part: str) -> dict[str, float] | None:
     """The parity figures relevant to a benchmark part (prompt/e2e read the decoder/e2e rows)."""
     if rows is None:
         return None
-    wanted = {"encoder": "encoder", "decoder": "decoder", "prompt": "decoder", "e2e": "e2e"}[part]
+    wanted = {"encoder": "encoder", "decoder": "decoder", "prompt": "decoder", "e2e": "e2e", "everything": "e2e"}[part]
     return {r["metric"]: r["value"] for r in rows if r["part"] == wanted}
 
 
@@ -347,7 +376,7 @@ def reference_contender(bundle: Bundle | None, threads: int | None) -> Contender
 def bench_local(
     bundles: list[Path],
     image: np.ndarray,
-    parts: tuple[str, ...] = PARTS,
+    parts: tuple[str, ...] = DEFAULT_PARTS,
     threads: int | None = None,
     warmup: int = 2,
     runs: int = 10,

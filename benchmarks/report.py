@@ -61,6 +61,15 @@ def _memory(r: dict) -> str:
     return ""
 
 
+def part_label(r: dict) -> str:
+    """The part, with an everything row's time split (encoder / decoder batches / post-processing, ms)."""
+    b = r.get("breakdown")
+    if not b:
+        return r["part"]
+    return (f"{r['part']} (encoder {b['encoder_ms']:.0f} / decoder {b['decoder_ms']:.0f} / post "
+            f"{b['postprocess_ms']:.0f} ms)")
+
+
 def alone_peak(r: dict) -> str:
     """The row's peak RSS (MiB) in a process holding only its contender and part, or '' where not measured."""
     return _fmt((r.get("memory") or {}).get("alone_peak_mb"), ".0f")
@@ -81,7 +90,7 @@ def to_markdown(rows: list[dict]) -> str:
         size = r.get("model_bytes")
         iou, emb = _parity(r)
         lines.append(
-            f"| {device_label(r)} | {r['target']} | {contender_label(r)} | {r['part']} | {r['precision']} | "
+            f"| {device_label(r)} | {r['target']} | {contender_label(r)} | {part_label(r)} | {r['precision']} | "
             f"{_fmt(r.get('threads'), 'd') or 'default'} | "
             f"{_fmt(s['median_ms'], '.1f') or _fmt(s['mean_ms'], '.1f') + ' (mean)'} | {_fmt(s['p90_ms'], '.1f')} | "
             f"{_fmt(s['min_ms'], '.1f')} | {_fmt(s['max_ms'], '.1f')} | {alone_peak(r)} | "
@@ -116,6 +125,7 @@ def short_table(rows: list[dict]) -> str:
             f"{r['name'][:28]:<28} {(r.get('delegate') or '')[:22]:<22} {r['part']:<8} "
             f"{_fmt(med, '9.1f'):>9} ms  (p90 {_fmt(s['p90_ms'], '.1f') or '–':>7})  "
             f"{(alone_peak(r) + ' MiB') if alone_peak(r) else '':>9}  {_speedup(r):>6}  {('IoU ' + iou) if iou else ''}"
+            + (f"  [{part_label(r)[len(r['part']) + 2:-1]}]" if r.get("breakdown") else "")
         )
     return "\n".join(lines) + "\n"
 

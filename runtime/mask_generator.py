@@ -253,7 +253,7 @@ class MaskGenerator:
             boxes = amg.masks_to_boxes(masks)
             inside = ~amg.is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
             masks, boxes, idx, stability = masks[inside], boxes[inside], idx[inside], stability[inside]
-            found.rles.extend(amg.masks_to_rle(_uncrop(masks, crop_box, orig_h, orig_w)))
+            found.rles.extend(amg.masks_to_rle(_uncrop(masks, crop_box, orig_h, orig_w), compact=True))
             found.boxes.append(boxes)
             found.iou.append(iou[idx])
             found.stability.append(stability)
@@ -280,7 +280,7 @@ class MaskGenerator:
         boxes = found.arrays()[0].copy()
         for i in keep:
             if not unchanged[i]:
-                found.rles[i] = amg.masks_to_rle(masks[i][None])[0]
+                found.rles[i] = amg.masks_to_rle(masks[i][None], compact=True)[0]
                 boxes[i] = new_boxes[i]
         found.boxes = [boxes]
         return found.take(keep)
@@ -294,7 +294,7 @@ class MaskGenerator:
             elif self.output_mode == "binary_mask":
                 segmentation = amg.rle_to_mask(rle)
             else:
-                segmentation = rle
+                segmentation = {"size": rle["size"], "counts": rle["counts"].tolist()}
             records.append({
                 "segmentation": segmentation,
                 "area": amg.area_from_rle(rle),
@@ -356,3 +356,44 @@ def _require_package(output_mode: str) -> None:
 
         if importlib.util.find_spec(package) is None:
             raise MaskGeneratorError(f"output_mode {output_mode!r} needs {package}: pip install {package}")
+
+
+# --- outputs: COCO-style JSON and an overlay ------------------------------------------------------------------
+
+
+def coco_document(records: list[dict], image_size: tuple[int, int], file_name: str, info: dict | None = None
+                  ) -> dict:
+    """`generate`'s records (output_mode "coco_rle" or "uncompressed_rle") as a COCO-style document: one image, one
+    category ("object"), one annotation per mask with COCO's keys (segmentation, area, bbox XYWH, iscrowd, score =
+    predicted IoU) and upstream's own (predicted_iou, stability_score, point_coords, crop_box). pycocotools'
+    `COCO` reads it (`mask.decode` takes each segmentation)."""
+    h, w = image_size
+    annotations = []
+    for i, r in enumerate(records):
+        if isinstance(r["segmentation"], np.ndarray):
+            raise MaskGeneratorError("a COCO document holds run-length encodings: generate with output_mode "
+                                     "'coco_rle' or 'uncompressed_rle', not 'binary_mask'")
+        annotations.append({"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "score": r["predicted_iou"],
+                            **r})
+    return {"info": info or {}, "images": [{"id": 1, "file_name": file_name, "height": h, "width": w}],
+            "categories": [{"id": 1, "name": "object"}], "annotations": annotations}
+
+
+def overlay_masks(image: np.ndarray, records: list[dict], alpha: float = 0.35, seed: int = 0):
+    """A PIL image of `image` (HxWx3 uint8) with every mask of `records` filled in its own random colour at `alpha`,
+    the largest first so small masks stay visible on top (as segment-anything's notebooks `show_anns`)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = image.astype(np.float32)
+    for r in sorted(records, key=lambda r: r["area"], reverse=True):
+        seg = r["segmentation"]
+        if isinstance(seg, np.ndarray):
+            mask = seg
+        else:
+            counts = seg["counts"]
+            counts = amg.coco_rle_counts(counts) if isinstance(counts, str) else counts
+            mask = amg.rle_to_mask({"size": seg["size"], "counts": counts})
+        color = rng.random(3).astype(np.float32) * 255
+        out[mask] = (1 - alpha) * out[mask] + alpha * color
+    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))

@@ -79,7 +79,7 @@ def test_make_row_fills_every_key_and_validates():
     with pytest.raises(ValueError, match="unknown row field"):
         _row(colour="red")
     with pytest.raises(ValueError, match="unknown part"):
-        _row(part="everything")
+        _row(part="everywhere")
     with pytest.raises(ValueError, match="speed-up needs the torch reference"):
         _row(speedup=2.0, reference="probe")
     with pytest.raises(ValueError, match="non-negative"):
@@ -139,6 +139,14 @@ def test_markdown_short_table_and_method():
     assert "interleaved" in note and "load average" in note
 
 
+def test_everything_part_splits_its_time():
+    rows = run_local([_fake("ref"), _fake("x")], IMAGE, ("everything",), 0, 2, "torch", False, reference_name="ref")
+    for r in rows:
+        assert r["part"] == "everything" and set(r["breakdown"]) == {"encoder_ms", "decoder_ms", "postprocess_ms"}
+        assert sum(r["breakdown"].values()) <= r["stats"]["max_ms"] + 1
+    assert "everything (encoder " in report.to_markdown(rows) and "decoder " in report.short_table(rows)
+
+
 def test_plot_png(tmp_path):
     from pocketsam.benchmarks.plot import plot_rows
 
@@ -191,7 +199,7 @@ def test_cli_bench_probe_writes_json_markdown_plot(tiny_bundle, tmp_path, capsys
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "b", "--parts", "encoder,everything"], "unknown part"),
+    (["bench", "b", "--parts", "encoder,everywhere"], "unknown part"),
     (["bench", "b", "--runs", "0"], "--runs: must be >= 1"),
     (["bench", "b", "--serial", "X"], "only apply to --target android"),
     (["bench", "b", "--compute-units", "ALL"], "only applies to --target apple"),
