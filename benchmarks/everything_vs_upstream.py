@@ -80,7 +80,7 @@ def _ours_worker(bundle: str, image_path: str, params_path: str, threads: int, p
 
     predictor = Predictor.from_bundle(bundle, threads=threads)
     image = np.load(image_path)
-    params = {**json.loads(Path(params_path).read_text()), "output_mode": "uncompressed_rle"}
+    params = {**json.loads(Path(params_path).read_text()), "output_mode": "coco_rle"}  # compact records
     if preset != "none":  # the preset picks the grid; the thresholds stay the run's
         params.pop("points_per_side", None)
     generator = (MaskGenerator.from_preset(predictor, preset, **params) if preset != "none"
@@ -101,7 +101,12 @@ def _ours_worker(bundle: str, image_path: str, params_path: str, threads: int, p
 
 
 def _masks(path: Path) -> list[np.ndarray]:
-    return [amg.rle_to_mask(r) for r in json.loads(path.read_text())]
+    """The masks a worker wrote: uncompressed RLEs (upstream) or COCO RLE strings (pocketsam)."""
+    out = []
+    for r in json.loads(path.read_text()):
+        counts = amg.coco_rle_counts(r["counts"]) if isinstance(r["counts"], str) else r["counts"]
+        out.append(amg.rle_to_mask({"size": r["size"], "counts": counts}))
+    return out
 
 
 def matched(a: list[np.ndarray], b: list[np.ndarray], threshold: float = MATCH_IOU) -> int:

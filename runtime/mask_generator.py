@@ -39,9 +39,10 @@ OUTPUT_MODES: dict[str, str | None] = {"binary_mask": None, "uncompressed_rle": 
 MAX_POINTS_PER_SIDE = 256  # 65,536 prompts per crop: more is a mistake (a 4096-pixel image has 16 pixels per point)
 
 # Presets: named sets of parameters (a caller's explicit values win). `fast` keeps upstream's thresholds and cuts
-# the decoder's work (its cost is per prompt): a 16 x 16 grid instead of 32 x 32, 4x fewer prompts. Its agreement
-# with the full mode is measured in docs/performance.md.
-PRESETS: dict[str, dict[str, Any]] = {"fast": {"points_per_side": 16}}
+# the decoder's work, whose cost is per prompt (~13 ms each for the fp32 ONNX decoder on 2 threads here): every
+# third point of the full grid in each direction, 11 x 11 = 121 prompts instead of 1024, so each of its masks is
+# one the full mode computes too (before NMS). Its time and agreement with the full mode: docs/performance.md.
+PRESETS: dict[str, dict[str, Any]] = {"fast": {"grid_stride": 3}}
 
 
 @dataclass
@@ -165,7 +166,16 @@ class MaskGenerator:
         """A generator with the preset's parameters (`PRESETS`), `parameters` given here winning over them."""
         if preset not in PRESETS:
             raise MaskGeneratorError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-        generator = cls(predictor, **{**PRESETS[preset], **parameters})
+        settings = dict(PRESETS[preset])
+        stride = settings.pop("grid_stride", None)
+        if stride is not None and "point_grids" not in parameters:
+            per_side = parameters.pop("points_per_side", 32)
+            parameters["point_grids"] = strided_grids(per_side, parameters.get("crop_n_layers", 0),
+                                                      parameters.get("crop_n_points_downscale_factor", 1), stride)
+            parameters["points_per_side"] = None
+        elif "point_grids" in parameters:
+            parameters.setdefault("points_per_side", None)
+        generator = cls(predictor, **{**settings, **parameters})
         generator.preset = preset
         return generator
 
@@ -289,6 +299,7 @@ class MaskGenerator:
         boxes, iou, stability, points, crops = found.arrays()
         records = []
         for i, rle in enumerate(found.rles):
+            found.rles[i] = None  # each run-length encoding is dropped once its record holds the output's own
             if self.output_mode == "coco_rle":
                 segmentation: Any = amg.coco_encode_rle(rle)
             elif self.output_mode == "binary_mask":
@@ -322,6 +333,17 @@ class MaskGenerator:
                     f"crop_n_layers {self.crop_n_layers} is too fine for this {orig_size[0]}x{orig_size[1]} image: "
                     f"layer {layer} crops are {ch}x{cw} pixels for {n} points per side; use fewer crop layers, a "
                     "larger crop_n_points_downscale_factor or fewer points_per_side")
+
+
+def strided_grids(points_per_side: int, n_layers: int, scale_per_layer: int, stride: int) -> list[np.ndarray]:
+    """Upstream's point grids (`amg.build_all_layer_point_grids`) keeping every `stride`-th point in each direction,
+    the kept rows and columns centred in the grid: a coarser grid whose points are all points of the full one."""
+    grids = []
+    for n in amg.points_per_layer(points_per_side, n_layers, scale_per_layer):
+        grid = amg.build_point_grid(n).reshape(n, n, 2)
+        first = (n - 1 - stride * ((n - 1) // stride)) // 2
+        grids.append(grid[first::stride, first::stride].reshape(-1, 2))
+    return grids
 
 
 def _uncrop(masks: np.ndarray, crop_box: list[int], orig_h: int, orig_w: int) -> np.ndarray:

@@ -88,16 +88,18 @@ class ImageNotSetError(PocketSamError, RuntimeError):
 # --- memory budget of batched prompts ------------------------------------------------------------------------------
 
 MiB = 2**20
-# Working memory of one prompt inside one decoder run, an upper bound measured on the fp32 vit_t ONNX decoder (2
+# Working memory of one prompt inside one decoder run, upper bounds measured on the fp32 vit_t ONNX decoder (2
 # threads, peak RSS rise of one run over batches of 1..64, arena off): 17 MiB per prompt that reads the image
 # cache (image tokens of that prompt, 4096 x 256 float32, a few times over, and its 256 x 256 upscaling maps), 30 MiB
-# per prompt with a mask input (which makes the decoder compute a cache per prompt). Other engines and precisions
-# need less; the bound is what chunks are sized by.
+# per prompt with a mask input or without an image cache (the decoder computes one per prompt). Other engines and
+# precisions need less; these bounds are what chunks are sized by.
 DECODER_BYTES_PER_PROMPT = 32 * MiB
+DECODER_BYTES_PER_CACHED_PROMPT = 18 * MiB
 # The default budget of a batched call's working memory (decoder chunks + post-processing chunks), on top of what
-# it returns. 256 MiB: per-prompt decoder time is flat from batch 2 up (fp32 vit_t, onnxruntime, 2 threads,
-# measured 12.5-13.5 ms per prompt for batches 1..32), so larger chunks buy no speed, while 8 prompts of the bound
-# above fit, and a 2 GB board keeps room for the models (~130 MiB) and the encoder's transient (~200 MiB).
+# it returns. 256 MiB: 14 prompts that read the image cache per decoder run (8 with mask inputs), and a 2 GB board
+# keeps room for the models (~130 MiB) and the encoder's transient (~200 MiB). Per-prompt decoder time (fp32 vit_t,
+# onnxruntime, 2 threads) measured flat on a quiet machine from batch 2 up (12.5-13.5 ms for batches 1..32); on a
+# busy one larger runs pay less thread synchronization (25.6 / 23.3 / 21.7 ms per prompt at 8 / 16 / 32 prompts).
 DEFAULT_MEMORY_BUDGET_MB = 256.0
 # Post-processing chunks are capped lower than the budget: one mask at a time is as fast as many per call (the
 # banded matmuls loop over masks anyway) once a call holds a few masks, so memory above this buys nothing.
@@ -414,7 +416,8 @@ class Predictor:
         decoder = self.decoder
         cached_io = has_image_cache(decoder.input_names)
         fixed = self.decoder_batches
-        step = chunk_size(memory_budget_mb, DECODER_BYTES_PER_PROMPT, multiple=fixed[-1] if fixed else 1)
+        per_prompt = DECODER_BYTES_PER_CACHED_PROMPT if cached_io and masks_in is None else DECODER_BYTES_PER_PROMPT
+        step = chunk_size(memory_budget_mb, per_prompt, multiple=fixed[-1] if fixed else 1)
         start = 0
         if cached_io and masks_in is None and image.cache is None:
             start = self._run(decoder, image, point_coords, point_labels, None, 0, 1, scores, low_res, lo, hi)

@@ -150,7 +150,7 @@ def test_batches_go_through_the_predictor_with_one_cache_per_crop() -> None:
     feeds = g.predictor.decoder.feeds  # type: ignore[attr-defined]
     uses = [float(f[spec.USE_IMAGE_CACHE.name][0]) for f in feeds]
     assert uses.count(0.0) == 5  # five crops (the image + 4), each computes its image cache once
-    assert max(len(f["point_coords"]) for f in feeds) <= 2  # 64 MiB / 32 MiB per prompt
+    assert max(len(f["point_coords"]) for f in feeds) <= 3  # 64 MiB / 18 MiB per prompt that reads the cache
     assert seen[-1] == (5 * 4, 5 * 4) and [d for d, _ in seen] == list(range(1, 21))  # 4 batches per crop
     assert records and all(list(r) == RECORD_KEYS for r in records)
     assert set(g.timings) == {"encoder_s", "decoder_s", "postprocess_s"} and all(v >= 0 for v in g.timings.values())
@@ -173,8 +173,12 @@ def test_output_modes_agree() -> None:
 def test_fast_preset_and_explicit_values() -> None:
     p = Predictor(FakeEncoder(), CountingDecoder())
     g = MaskGenerator.from_preset(p, "fast")
-    assert g.points_per_side == mask_generator.PRESETS["fast"]["points_per_side"] and g.preset == "fast"
-    assert MaskGenerator.from_preset(p, "fast", points_per_side=32).points_per_side == 32
+    assert g.preset == "fast" and len(g.point_grids) == 1 and len(g.point_grids[0]) == 11 * 11
+    full = {tuple(x) for x in amg.build_point_grid(32)}
+    assert {tuple(x) for x in g.point_grids[0]} <= full  # every fast prompt is a prompt of the full mode
+    crops = MaskGenerator.from_preset(p, "fast", points_per_side=16, crop_n_layers=1, crop_n_points_downscale_factor=2)
+    assert [len(x) for x in crops.point_grids] == [6 * 6, 3 * 3]
+    assert len(MaskGenerator.from_preset(p, "fast", point_grids=[amg.build_point_grid(2)]).point_grids[0]) == 4
     with pytest.raises(MaskGeneratorError, match="unknown preset 'fastest'"):
         MaskGenerator.from_preset(p, "fastest")
 

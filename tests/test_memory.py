@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from pocketsam.runtime.errors import InvalidPromptError
-from pocketsam.runtime.predictor import DECODER_BYTES_PER_PROMPT, MiB, Predictor, chunk_size
+from pocketsam.runtime.predictor import (
+    DECODER_BYTES_PER_CACHED_PROMPT,
+    DECODER_BYTES_PER_PROMPT,
+    MiB,
+    Predictor,
+    chunk_size,
+)
 
 PHOTO = Path(__file__).parent / "golden" / "images" / "chelsea.png"  # 300 x 451
 
@@ -118,7 +124,7 @@ def test_predict_batch_runs_in_chunks_of_the_budget() -> None:
         out = p.predict_batch(coords, labels, return_logits=True, memory_budget_mb=budget)
         return [len(f["point_coords"]) for f in p.decoder.feeds], out  # type: ignore[attr-defined]
 
-    sizes, chunked = run(4 * DECODER_BYTES_PER_PROMPT / MiB)
+    sizes, chunked = run(4 * DECODER_BYTES_PER_CACHED_PROMPT / MiB)  # prompts that read the image cache
     assert sizes == [1, 4, 4, 4, 4, 4]  # the first prompt alone (it computes the image cache), then chunks of 4
     sizes, whole = run(1e6)
     assert sizes == [1, 20]
@@ -126,3 +132,21 @@ def test_predict_batch_runs_in_chunks_of_the_budget() -> None:
         np.testing.assert_array_equal(a, b)
     with pytest.raises(InvalidPromptError, match="memory_budget_mb"):
         run(0)
+
+
+def test_everything_32x32_on_a_1500x2000_photo_in_bounded_memory(vit_t_fp32_bundle: Path) -> None:
+    """Issue #13: segment-everything with upstream's defaults (a 32 x 32 grid, 3072 masks decoded, the predicted-IoU
+    survivors upsampled to 3 Mpx) peaks at <= 1.5 GB (measured 630 MiB: chunks of the memory budget)."""
+    code = (
+        "import sys, json, numpy as np\n"
+        "from PIL import Image\n"
+        "from pocketsam.runtime import MaskGenerator\n"
+        "from pocketsam.runtime.image import load_image\n"
+        "photo = np.asarray(Image.fromarray(load_image(sys.argv[2])).resize((2000, 1500), Image.BILINEAR))\n"
+        "g = MaskGenerator(sys.argv[1], threads=2)\n"
+        "records = g.generate(photo)\n"
+        "print(json.dumps({'peak_mb': hwm(), 'masks': len(records), 'shape': list(photo.shape)}))\n"
+    )
+    got = _run(code, vit_t_fp32_bundle, PHOTO)
+    print(f"everything 32x32 on 1500x2000: peak RSS {got['peak_mb']:.0f} MiB, {got['masks']} masks")
+    assert got["shape"] == [1500, 2000, 3] and got["peak_mb"] <= 1536, got
