@@ -17,7 +17,8 @@ from pocketsam.runtime.bundle import load_bundle
 from pocketsam.runtime.errors import BackendError
 from pocketsam.runtime.loading import open_bundle
 
-from .local import PARTS, bench_contenders
+from .local import bench_contenders
+from .schema import DEFAULT_PARTS
 
 COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 
@@ -54,7 +55,7 @@ def apple_contenders(bundles: Sequence[Path], compute_units: Sequence[str] = COM
 def bench_apple(
     bundles: Sequence[Path],
     image: np.ndarray,
-    parts: tuple[str, ...] = PARTS,
+    parts: tuple[str, ...] = DEFAULT_PARTS,
     compute_units: Sequence[str] = COMPUTE_UNITS,
     warmup: int = 2,
     runs: int = 10,

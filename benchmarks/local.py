@@ -8,6 +8,9 @@ Parts (each a zero-argument callable over prepared inputs, so only the engine's 
   The reference here is what segment-anything's SamPredictor.predict pays: the eager decoder + torch
   `postprocess_masks` (bilinear to 1024², crop, bilinear to the original size).
 - e2e: set_image + one click on a real photo (that click computes the image cache).
+- everything: `MaskGenerator(predictor).generate(photo)` with upstream's default parameters (a 32 x 32 grid); the
+  row's `breakdown` splits its time into encoder, decoder batches and post-processing. The reference runs the same
+  generator over the PyTorch sessions (upstream's own generator is timed by benchmarks/everything_vs_upstream.py).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pocketsam.runtime.transforms import preprocess
 from pocketsam.runtime.verify import compare, judge
 
 from .harness import MemoryProbe, Stats, device_info, engine_versions, interleaved, peak_rss_mb, rss_mb
-from .schema import PARTS, make_row
+from .schema import DEFAULT_PARTS, make_row
 
 REFERENCE_NAME = "pytorch-eager"
 
@@ -60,6 +63,8 @@ class Contender:
     delegate: str | None = None  # execution provider / delegate / compute unit actually used
     init_rss_delta_mb: float | None = None  # RSS this contender added to the process when it was opened
     threads: int | None = None
+    recipe: dict[str, Any] | None = None  # how a fresh process opens it again (`memory.alone_peak_mb`); None: it cannot
+    breakdowns: list[dict[str, float]] | None = None  # part "everything": each call's time split, in call order
 
 
 def engine_version(engine: str) -> str | None:
@@ -106,7 +111,27 @@ def _cases(c: Contender, image: np.ndarray, parts: tuple[str, ...]) -> dict[str,
         "prompt": (c.prompt_fn(predictor) if c.prompt_fn else lambda: predictor.predict(click, label)),
         "e2e": e2e,
     }
+    if "everything" in parts:  # its own Predictor: generate() sets and resets images
+        all_cases["everything"] = _everything_case(c, image, predictor.decoder_points)
     return {p: all_cases[p] for p in parts}
+
+
+def _everything_case(c: Contender, image: np.ndarray, decoder_points: int | None) -> Callable[[], object]:
+    """One segment-everything run (upstream's defaults); each call's time split is kept in `c.breakdowns`."""
+    from pocketsam.runtime.mask_generator import MaskGenerator
+
+    generator = MaskGenerator(Predictor(c.encoder, c.decoder, decoder_points=decoder_points))
+    batches = generator.predictor.decoder_batches
+    if batches is not None:  # a fixed-batch decoder: its largest batch
+        generator.points_per_batch = min(generator.points_per_batch, batches[-1])
+    c.breakdowns = []
+
+    def run() -> object:
+        records = generator.generate(image)
+        c.breakdowns.append({k.replace("_s", "_ms"): v * 1e3 for k, v in generator.timings.items()})
+        return records
+
+    return run
 
 
 def bundle_contender(
@@ -125,6 +150,7 @@ def bundle_contender(
     from pocketsam.runtime.backends import DEFAULT_BACKEND
 
     bundle = path if isinstance(path, Bundle) else load_bundle(path)
+    given = dict(options)  # what a fresh process passes again (memory.alone_peak_mb)
     backend = backend or DEFAULT_BACKEND[bundle.format]
     if threads:
         options["threads"] = threads
@@ -146,15 +172,17 @@ def bundle_contender(
         delegate = str(options["delegate"])
     # The engine that runs, as the session names it (LiteRT: ai-edge-litert or its fallback tflite-runtime).
     engine = getattr(enc, "engine", None) or backend
+    recipe = {"kind": "bundle", "name": name or bundle.root.name, "bundle": str(bundle.root), "threads": threads,
+              "backend": backend, "options": given}
     return Contender(
         name or bundle.root.name, engine,
         {"encoder": bundle.encoder.precision, "decoder": bundle.decoder.precision}, enc, dec, init, bundle,
         engine_version=getattr(enc, "engine_version", None) or engine_version(backend), delegate=delegate,
-        init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0, threads=threads,
+        init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0, threads=threads, recipe=recipe,
     )
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str = "bench"):
     """A tqdm bar (a no-op object where tqdm is not installed or progress is off)."""
     try:
         from tqdm.auto import tqdm
@@ -172,7 +200,7 @@ def _progress(total: int, enabled: bool):
                 pass
 
         return _Quiet()
-    return tqdm(total=total, desc="bench", unit="call")
+    return tqdm(total=total, desc=desc, unit="call")
 
 
 def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: str | None,
@@ -218,15 +246,19 @@ def _parity_rows(contenders: list[Contender], ref: Contender | None, reference: 
 def run_local(
     contenders: list[Contender],
     image: np.ndarray,
-    parts: tuple[str, ...] = PARTS,
+    parts: tuple[str, ...] = DEFAULT_PARTS,
     warmup: int = 2,
     runs: int = 10,
     reference: str | None = None,
     progress: bool = True,
     target: str = "local",
     reference_name: str = REFERENCE_NAME,
+    alone_memory: bool = True,
 ) -> list[dict[str, object]]:
     """Time every contender's parts interleaved; one schema row per (contender, part).
+
+    `alone_memory`: also measure each row's peak RSS in a fresh process that holds only that contender and runs
+    only that part (`memory.alone_peak_mb`; contenders without a recipe, such as test fakes, get None).
 
     `reference`: "torch" (the contender named `reference_name` is the PyTorch reference: rows get a speed-up measured
     in this run and parity against it on `image`), "probe" (parity against each bundle's recorded probe; no
@@ -246,6 +278,7 @@ def run_local(
     ref = next((c for c in contenders if c.name == reference_name), None) if reference == "torch" else None
     parity, notes = _parity_rows(contenders, ref, reference, image)
     process_peak = peak_rss_mb()
+    alone = _alone_peaks(contenders, image, parts, alone_memory, progress)
     out = []
     for c in contenders:
         for part in parts:
@@ -257,7 +290,12 @@ def run_local(
             else:
                 mem = {"kind": "process-peak", "init_delta_mb": c.init_rss_delta_mb, "peak_mb": process_peak,
                        "call_delta_mb": None}
+            mem["alone_peak_mb"] = alone.get(key)
             is_ref = c is ref
+            breakdown = None
+            if part == "everything" and c.breakdowns:
+                timed = c.breakdowns[-runs:]  # the warm-up calls come first
+                breakdown = {k: float(np.median([b[k] for b in timed])) for k in timed[0]}
             out.append(make_row(
                 target=target,
                 name=c.name,
@@ -278,16 +316,31 @@ def run_local(
                 speedup=(stats[(ref.name, part)].median_ms / s.median_ms) if ref is not None else None,
                 parity=_parity_for(parity.get(c.name), part),
                 note=notes.get(c.name),
+                breakdown=breakdown,
                 **device,
             ))
     return out
+
+
+def _alone_peaks(contenders: list[Contender], image: np.ndarray, parts: tuple[str, ...], enabled: bool,
+                 progress: bool) -> dict[str, float | None]:
+    """{"contender|part": peak RSS MiB of a fresh process with that contender and part alone}."""
+    from .memory import alone_peak_mb
+
+    jobs = [(c, p) for c in contenders if c.recipe is not None for p in parts] if enabled else []
+    peaks: dict[str, float | None] = {}
+    with _progress(len(jobs), progress, "memory") as bar:
+        for c, part in jobs:
+            peaks[f"{c.name}|{part}"] = alone_peak_mb(c.recipe, image, (part,))  # type: ignore[arg-type]
+            bar.update()
+    return peaks
 
 
 def _parity_for(rows: list[dict] | None, part: str) -> dict[str, float] | None:
     """The parity figures relevant to a benchmark part (prompt/e2e read the decoder/e2e rows)."""
     if rows is None:
         return None
-    wanted = {"encoder": "encoder", "decoder": "decoder", "prompt": "decoder", "e2e": "e2e"}[part]
+    wanted = {"encoder": "encoder", "decoder": "decoder", "prompt": "decoder", "e2e": "e2e", "everything": "e2e"}[part]
     return {r["metric"]: r["value"] for r in rows if r["part"] == wanted}
 
 
@@ -316,22 +369,25 @@ def reference_contender(bundle: Bundle | None, threads: int | None) -> Contender
     return Contender(REFERENCE_NAME, "torch", {"encoder": "fp32", "decoder": "fp32"}, enc, dec, init, None,
                      prompt_fn=lambda predictor: torch_click(model, predictor), engine_version=torch.__version__,
                      delegate="eager", init_rss_delta_mb=None if rss0 is None or rss1 is None else rss1 - rss0,
-                     threads=threads)
+                     threads=threads, recipe={"kind": "reference", "name": REFERENCE_NAME, "threads": threads,
+                                              "bundle": str(bundle.root) if bundle is not None else None})
 
 
 def bench_local(
     bundles: list[Path],
     image: np.ndarray,
-    parts: tuple[str, ...] = PARTS,
+    parts: tuple[str, ...] = DEFAULT_PARTS,
     threads: int | None = None,
     warmup: int = 2,
     runs: int = 10,
     reference: str | bool = "torch",
     progress: bool = True,
     backend: str | None = None,
+    alone_memory: bool = True,
     **options: Any,
 ) -> list[dict[str, object]]:
-    """Rows for the PyTorch reference (reference="torch") and every bundle, timed interleaved in this process.
+    """Rows for the PyTorch reference (reference="torch") and every bundle, timed interleaved in this process
+    (and, with `alone_memory`, each row's peak RSS measured in a process of its own: `run_local`).
 
     reference="probe": no torch needed; parity from each bundle's probe, speed-up left empty. "none": timings only.
     """
@@ -339,7 +395,8 @@ def bench_local(
         reference = "torch" if reference else "none"
     _require_torch_if(reference, threads)
     contenders = [bundle_contender(p, threads, backend, **dict(options)) for p in bundles]
-    return bench_contenders(contenders, image, parts, threads, warmup, runs, reference, progress)
+    return bench_contenders(contenders, image, parts, threads, warmup, runs, reference, progress,
+                            alone_memory=alone_memory)
 
 
 def _require_torch_if(reference: str, threads: int | None) -> None:
@@ -361,6 +418,7 @@ def bench_contenders(
     reference: str,
     progress: bool,
     target: str = "local",
+    alone_memory: bool = True,
 ) -> list[dict[str, object]]:
     """Add the torch reference (reference="torch"), make names unique, time everything interleaved."""
     _require_torch_if(reference, threads)
@@ -373,4 +431,5 @@ def bench_contenders(
             seen[c.name] = 1
     if reference == "torch":
         contenders = [reference_contender(contenders[0].bundle if contenders else None, threads)] + contenders
-    return run_local(contenders, image, parts, warmup, runs, reference, progress, target=target)
+    return run_local(contenders, image, parts, warmup, runs, reference, progress, target=target,
+                     alone_memory=alone_memory)

@@ -61,6 +61,20 @@ def _memory(r: dict) -> str:
     return ""
 
 
+def part_label(r: dict) -> str:
+    """The part, with an everything row's time split (encoder / decoder batches / post-processing, ms)."""
+    b = r.get("breakdown")
+    if not b:
+        return r["part"]
+    return (f"{r['part']} (encoder {b['encoder_ms']:.0f} / decoder {b['decoder_ms']:.0f} / post "
+            f"{b['postprocess_ms']:.0f} ms)")
+
+
+def alone_peak(r: dict) -> str:
+    """The row's peak RSS (MiB) in a process holding only its contender and part, or '' where not measured."""
+    return _fmt((r.get("memory") or {}).get("alone_peak_mb"), ".0f")
+
+
 def _parity(r: dict) -> tuple[str, str]:
     par = r.get("parity") or {}
     return _fmt(par.get("mask_iou"), ".4f"), _fmt(par.get("embedding_max_abs"), ".2e")
@@ -69,17 +83,18 @@ def _parity(r: dict) -> tuple[str, str]:
 def to_markdown(rows: list[dict]) -> str:
     """The full table: one line per row, in the rows' order."""
     head = ("| device | target | contender | part | precision | threads | median ms | p90 ms | min ms | max ms | "
-            "init s | memory MiB | speed-up | mask IoU | emb max abs | size MiB |")
+            "peak RSS MiB | init s | memory MiB | speed-up | mask IoU | emb max abs | size MiB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         s = r["stats"]
         size = r.get("model_bytes")
         iou, emb = _parity(r)
         lines.append(
-            f"| {device_label(r)} | {r['target']} | {contender_label(r)} | {r['part']} | {r['precision']} | "
+            f"| {device_label(r)} | {r['target']} | {contender_label(r)} | {part_label(r)} | {r['precision']} | "
             f"{_fmt(r.get('threads'), 'd') or 'default'} | "
             f"{_fmt(s['median_ms'], '.1f') or _fmt(s['mean_ms'], '.1f') + ' (mean)'} | {_fmt(s['p90_ms'], '.1f')} | "
-            f"{_fmt(s['min_ms'], '.1f')} | {_fmt(s['max_ms'], '.1f')} | {_fmt(r.get('init_s'), '.2f')} | "
+            f"{_fmt(s['min_ms'], '.1f')} | {_fmt(s['max_ms'], '.1f')} | {alone_peak(r)} | "
+            f"{_fmt(r.get('init_s'), '.2f')} | "
             f"{_memory(r)} | {_speedup(r)} | {iou} | {emb} | {_fmt(size / 2**20 if size else None, '.1f')} |"
         )
     return "\n".join(lines) + "\n" + memory_legend(rows)
@@ -89,14 +104,18 @@ def memory_legend(rows: list[dict]) -> str:
     kinds = sorted({(r.get("memory") or {}).get("kind") for r in rows} - {None})
     if not kinds:
         return ""
+    alone = ["peak RSS = the peak resident memory of a fresh process that opened only this row's contender and ran "
+             "only this part (the benchmark's own cases, 3 rounds): what one user of it would see"] \
+        if any(alone_peak(r) for r in rows) else []
     text = {"process-rss": "memory = +RSS added when the contender was opened / process peak RSS while this row's "
                            "calls ran (one process holds every contender, so the peak includes the others)",
             "process-peak": "memory* = +RSS added at opening / peak RSS of the whole process at the end (not per row)"}
-    return "\n" + "\n".join(f"- {text.get(k, 'memory = ' + MEMORY_KINDS[k])}" for k in kinds) + "\n"
+    lines = alone + [text.get(k, "memory = " + MEMORY_KINDS[k]) for k in kinds]
+    return "\n" + "\n".join(f"- {line}" for line in lines) + "\n"
 
 
 def short_table(rows: list[dict]) -> str:
-    """The terminal summary: contender × part median (p90), speed-up and mask IoU."""
+    """The terminal summary: contender × part median (p90), peak RSS alone, speed-up and mask IoU."""
     lines = []
     for r in rows:
         s = r["stats"]
@@ -105,7 +124,8 @@ def short_table(rows: list[dict]) -> str:
         lines.append(
             f"{r['name'][:28]:<28} {(r.get('delegate') or '')[:22]:<22} {r['part']:<8} "
             f"{_fmt(med, '9.1f'):>9} ms  (p90 {_fmt(s['p90_ms'], '.1f') or '–':>7})  "
-            f"{_speedup(r):>6}  {('IoU ' + iou) if iou else ''}"
+            f"{(alone_peak(r) + ' MiB') if alone_peak(r) else '':>9}  {_speedup(r):>6}  {('IoU ' + iou) if iou else ''}"
+            + (f"  [{part_label(r)[len(r['part']) + 2:-1]}]" if r.get("breakdown") else "")
         )
     return "\n".join(lines) + "\n"
 

@@ -10,13 +10,17 @@ identity
     "coreml", "torch", "benchmark_model", "onnxruntime_perf_test"; rows written before this held "litert" for both
     LiteRT engines), engine_version, delegate (execution provider / delegate / compute unit, or None; onnxruntime:
     the providers its session held, in order, e.g. "TensorrtExecutionProvider(fp16),CUDAExecutionProvider,…"),
-    part ("encoder" | "decoder" | "prompt" | "e2e"), precision, threads (None: the engine's default), format.
+    part ("encoder" | "decoder" | "prompt" | "e2e" | "everything"), precision, threads (None: the engine's
+    default), format.
 timing
     stats: {runs, median_ms, p90_ms, min_ms, max_ms, mean_ms} — a value is None where the tool does not report it
     (TFLite's benchmark_model prints no p90; it is never estimated). init_s: seconds to load the contender (both
-    graphs for local; the tool's own "Init" / "Session creation" for android).
+    graphs for local; the tool's own "Init" / "Session creation" for android). breakdown (part "everything"):
+    {"encoder_ms", "decoder_ms", "postprocess_ms"}, medians over the timed runs of where one run's time went.
 memory (see `MEMORY_KINDS`; each figure says what it is)
-    memory: {"kind": ..., "init_delta_mb": ..., "peak_mb": ..., "call_delta_mb": ...}
+    memory: {"kind": ..., "init_delta_mb": ..., "peak_mb": ..., "call_delta_mb": ..., "alone_peak_mb": ...}
+    alone_peak_mb (local target): peak RSS of a fresh process that opened only this row's contender and ran only
+    this part (`pocketsam.benchmarks.memory`), the per-contender figure; None where not measured.
 size
     model_bytes: the part's file size (encoder/decoder rows), else None.
 comparison
@@ -35,7 +39,8 @@ from typing import Any, Iterable
 
 SCHEMA_VERSION = 1
 
-PARTS = ("encoder", "decoder", "prompt", "e2e")
+PARTS = ("encoder", "decoder", "prompt", "e2e", "everything")
+DEFAULT_PARTS = PARTS[:4]  # "everything" (a whole segment-everything run: seconds per call) only when asked for
 TARGETS = ("local", "android", "apple", "ssh")
 REFERENCES = ("torch", "probe", "none")  # what a row's speed-up and parity are measured against (`bench --reference`)
 
@@ -71,7 +76,7 @@ _REQUIRED = {
 }
 _OPTIONAL_KEYS = (
     "engine_version", "delegate", "threads", "format", "init_s", "memory", "model_bytes", "reference", "speedup",
-    "parity", "cpu", "cores", "isa", "os", "machine", "python", "engines", "git", "load", "note",
+    "parity", "cpu", "cores", "isa", "os", "machine", "python", "engines", "git", "load", "note", "breakdown",
 )
 
 

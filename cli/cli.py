@@ -262,6 +262,76 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# SamAutomaticMaskGenerator's parameters the `everything` command takes as flags (None: upstream's default).
+EVERYTHING_PARAMETERS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+                         "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
+                         "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+
+
+def _batch_progress(enabled: bool):
+    """(on_batch callback, close) for a progress bar over prompt batches: tqdm when installed, else a plain
+    counter on stderr (a runtime-only install has no tqdm)."""
+    if not enabled:
+        return None, lambda: None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        def plain(done: int, total: int) -> None:
+            print(f"\rprompt batches {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+        return plain, lambda: None
+    bar = tqdm(desc="prompt batches", unit="batch")
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def cmd_everything(args: argparse.Namespace) -> int:
+    from pocketsam.runtime.loading import open_bundle
+    from pocketsam.runtime.mask_generator import MaskGenerator, coco_document, overlay_masks
+    from pocketsam.runtime.predictor import Predictor
+
+    if args.out.suffix.lower() != ".json":
+        raise UsageError(f"--out {args.out}: the masks are written as COCO-style JSON: give a .json file name")
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out}: is a folder; give a file name such as {args.out / 'masks.json'}")
+    _check_parent_writable(args.out, "--out")
+    check_output_image(args.overlay, "--overlay")
+    image = read_image(args)
+    bundle, encoder, decoder = open_bundle(args.bundle, args.backend, **backend_options(args))
+    predictor = Predictor(encoder, decoder, decoder_points=bundle.decoder_points)
+    given = {k: getattr(args, k) for k in EVERYTHING_PARAMETERS if getattr(args, k) is not None}
+    given.update(output_mode=args.output_mode, memory_budget_mb=args.memory_budget_mb)
+    generator = (MaskGenerator.from_preset(predictor, args.preset, **given) if args.preset
+                 else MaskGenerator(predictor, **given))
+    on_batch, close = _batch_progress(not args.quiet)
+    try:
+        records = generator.generate(image, on_batch=on_batch)
+    finally:
+        close()
+    parameters = {k: getattr(generator, k) for k in EVERYTHING_PARAMETERS}
+    info = {"bundle": str(bundle.root), "weights": bundle.checkpoint_description, "preset": args.preset,
+            "parameters": parameters, "seconds": {k: round(v, 3) for k, v in generator.timings.items()}}
+    doc = coco_document(records, image.shape[:2], str(args.image), info)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc) + "\n")
+    t = generator.timings
+    print(f"{len(records)} masks ({t['encoder_s']:.2f} s encoder, {t['decoder_s']:.2f} s decoder, "
+          f"{t['postprocess_s']:.2f} s post-processing); wrote {args.out}")
+    if args.overlay is not None:
+        args.overlay.parent.mkdir(parents=True, exist_ok=True)
+        overlay_masks(image, records).save(args.overlay)
+        print(f"wrote {args.overlay}")
+    if bundle.is_synthetic:
+        sys.stdout.flush()
+        print(f"note: this bundle runs on {bundle.checkpoint_description}: masks are not meaningful segmentations, "
+              "and upstream's default thresholds keep few or none of them", file=sys.stderr)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from pocketsam.runtime.bundle import load_bundle
     from pocketsam.runtime.loading import open_bundle
@@ -453,7 +523,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         providers = ort_providers(args)
         options = {"providers": providers} if providers is not None else {}
         rows = bench_local(args.bundles, image, parts, args.threads, args.warmup, args.runs,
-                           reference=args.reference, progress=not args.quiet, backend=args.backend, **options)
+                           reference=args.reference, progress=not args.quiet, backend=args.backend,
+                           alone_memory=args.alone_memory, **options)
     _write_reports(rows, args, args.runs, args.warmup)
     return 0
 
@@ -620,6 +691,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_provider_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
+    ev = sub.add_parser("everything", help="segment everything in an image (SamAutomaticMaskGenerator's grid of "
+                        "point prompts): COCO-style JSON and an overlay")
+    ev.add_argument("bundle", type=Path)
+    ev.add_argument("image", help="image file, or sample:NAME for a scikit-image sample photo (sample:chelsea)")
+    ev.add_argument("--out", type=Path, required=True, metavar="MASKS.json", help="COCO-style annotations (RLE)")
+    ev.add_argument("--overlay", type=Path, metavar="ALL.png", help="every mask in its own colour over the photo")
+    ev.add_argument("--preset", choices=["fast"],
+                    help="fast: every third point of the grid in each direction (121 prompts instead of 1024; time and "
+                         "agreement with the full mode in docs/performance.md); flags given explicitly win")
+    ev.add_argument("--points-per-side", type=int, metavar="N", help="grid points per side (default 32)")
+    ev.add_argument("--points-per-batch", type=int, metavar="N", help="point prompts per batch (default 64)")
+    for flag, default in (("pred-iou-thresh", "0.88"), ("stability-score-thresh", "0.95"),
+                          ("stability-score-offset", "1.0"), ("box-nms-thresh", "0.7"), ("crop-nms-thresh", "0.7"),
+                          ("crop-overlap-ratio", "512/1500")):
+        ev.add_argument(f"--{flag}", type=float, metavar="F", help=f"default {default}")
+    ev.add_argument("--crop-n-layers", type=int, metavar="N", help="default 0")
+    ev.add_argument("--crop-n-points-downscale-factor", type=int, metavar="N", help="default 1")
+    ev.add_argument("--min-mask-region-area", type=int, metavar="PX",
+                    help="fill holes and drop islands smaller than this (default 0: off)")
+    ev.add_argument("--output-mode", choices=["coco_rle", "uncompressed_rle"], default="coco_rle",
+                    help="segmentation encoding in the JSON (default coco_rle: pycocotools' compressed strings)")
+    ev.add_argument("--memory-budget-mb", type=float, default=256.0, metavar="MIB",
+                    help="working memory of decoder batches and post-processing (default 256)")
+    ev.add_argument("--backend", help="engine (default: the bundle format's)")
+    ev.add_argument("--threads", type=positive)
+    ev.add_argument("--max-pixels", **max_pixels)
+    ev.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
+                    help="coreml backend (macOS): where Core ML may run the model (default ALL)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_everything)
+
     v = sub.add_parser("verify", help="check a bundle's parity against the PyTorch reference")
     v.add_argument("bundle", type=Path)
     v.add_argument("--reference", choices=["probe", "torch"], default="probe",
@@ -646,7 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Time bundles and the PyTorch fp32 reference interleaved (A B A B …) after a "
                                    "warm-up. `pocketsam bench merge A.json B.json …` is `pocketsam bench-merge`.")
     b.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
-    b.add_argument("--parts", default="encoder,decoder,prompt,e2e", help="comma-separated: encoder,decoder,prompt,e2e")
+    b.add_argument("--parts", default="encoder,decoder,prompt,e2e",
+                   help="comma-separated: encoder,decoder,prompt,e2e,everything (everything: a whole segment-everything "
+                        "run with upstream's defaults, split into encoder / decoder batches / post-processing)")
     b.add_argument("--threads", type=positive, help="threads for every engine (default: each engine's own)")
     b.add_argument("--warmup", type=non_negative, default=2, help="untimed rounds of every case first (default 2)")
     b.add_argument("--runs", type=positive, default=10, help="timed runs of every case (default 10)")
@@ -678,6 +782,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, metavar="OUT.json")
     b.add_argument("--markdown", type=Path, metavar="OUT.md")
     b.add_argument("--plot", type=Path, metavar="OUT.png")
+    b.add_argument("--alone-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="local: also measure each row's peak RSS in a fresh process holding only that contender and "
+                        "part (default on; a few seconds per row)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)
 

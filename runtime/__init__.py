@@ -20,6 +20,7 @@ from .errors import (
 )
 from .bundle import Bundle, load_bundle
 from .predictor import ImageNotSetError, Predictor
+from .mask_generator import MaskGenerator, MaskGeneratorError
 from .session import Session
 from .transforms import (
     apply_boxes,
@@ -39,6 +40,8 @@ __all__ = [
     "ImageNotSetError",
     "InvalidImageError",
     "InvalidPromptError",
+    "MaskGenerator",
+    "MaskGeneratorError",
     "MissingEngineError",
     "PocketSamError",
     "Predictor",

@@ -8,6 +8,7 @@ from typing import Any
 from .backends import BACKEND_FORMATS, DEFAULT_BACKEND, open_session
 from .bundle import Bundle, load_bundle
 from .errors import BackendError
+from .memory import release_free_memory
 from .session import Session
 from .spec import DECODER, ENCODER
 
@@ -23,4 +24,5 @@ def open_bundle(
         raise BackendError(f"backend {backend!r} cannot run {bundle.format} bundles")
     encoder = open_session(backend, bundle.encoder.path, ENCODER, **options)
     decoder = open_session(backend, bundle.decoder.path, DECODER, **options)
+    release_free_memory()  # the engines' parsing buffers, freed once the sessions hold the weights
     return bundle, encoder, decoder

@@ -6,13 +6,25 @@ part of its work on the first click and is handed it back on every later click o
 input. Prompts reach the decoder graph exactly as upstream's PromptEncoder would see them: the points,
 then the box corners (labels 2 and 3); when points come without a box, one (0, 0) point labelled -1 (upstream's
 `pad`) is appended; a mask-only prompt has no point tokens at all.
+
+Threads: everything one image needs (embedding, sizes, the decoder's image cache) lives in one `_ImageState` that
+`set_image` replaces as a whole; a click reads the state once when it starts and works on it alone. So a click
+racing a `set_image` on another thread returns the masks of the image it started on, and a cache computed for one
+image can never reach another. Clicks on one image run in parallel (no lock around the decoder).
+
+Memory: `predict_batch` runs large batches in chunks sized by `memory_budget_mb` (the decoder's working memory
+grows with the batch, `DECODER_BYTES_PER_PROMPT`), and the image cache is computed once per image, never once per
+prompt of a batch.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import InvalidImageError, InvalidPromptError, PocketSamError
+from .memory import release_free_memory
 from .session import Session
 from .spec import (
     CACHED_INPUT_PREFIX,
@@ -73,6 +85,51 @@ class ImageNotSetError(PocketSamError, RuntimeError):
     """`predict` or `get_image_embedding` before `set_image` (a RuntimeError, as in SamPredictor)."""
 
 
+# --- memory budget of batched prompts ------------------------------------------------------------------------------
+
+MiB = 2**20
+# Working memory of one prompt inside one decoder run, upper bounds measured on the fp32 vit_t ONNX decoder (2
+# threads, peak RSS rise of one run over batches of 1..64, arena off): 17 MiB per prompt that reads the image
+# cache (image tokens of that prompt, 4096 x 256 float32, a few times over, and its 256 x 256 upscaling maps), 30 MiB
+# per prompt with a mask input or without an image cache (the decoder computes one per prompt). Other engines and
+# precisions need less; these bounds are what chunks are sized by.
+DECODER_BYTES_PER_PROMPT = 32 * MiB
+DECODER_BYTES_PER_CACHED_PROMPT = 18 * MiB
+# The default budget of a batched call's working memory (decoder chunks + post-processing chunks), on top of what
+# it returns. 256 MiB: 14 prompts that read the image cache per decoder run (8 with mask inputs), and a 2 GB board
+# keeps room for the models (~130 MiB) and the encoder's transient (~200 MiB). Per-prompt decoder time (fp32 vit_t,
+# onnxruntime, 2 threads) measured flat on a quiet machine from batch 2 up (12.5-13.5 ms for batches 1..32); on a
+# busy one larger runs pay less thread synchronization (25.6 / 23.3 / 21.7 ms per prompt at 8 / 16 / 32 prompts).
+DEFAULT_MEMORY_BUDGET_MB = 256.0
+# Post-processing chunks are capped lower than the budget: one mask at a time is as fast as many per call (the
+# banded matmuls loop over masks anyway) once a call holds a few masks, so memory above this buys nothing.
+_POSTPROCESS_CAP = 64 * MiB
+
+
+def chunk_size(budget_mb: float, bytes_per_item: int, multiple: int = 1) -> int:
+    """How many items of `bytes_per_item` working memory fit in `budget_mb` MiB: at least 1, and rounded down to a
+    multiple of `multiple` when at least one multiple fits (a fixed-batch decoder runs whole batches)."""
+    n = max(1, int(budget_mb * MiB // max(1, bytes_per_item)))
+    return n - n % multiple if n >= multiple else n
+
+
+def _check_budget(memory_budget_mb: float) -> float:
+    if not isinstance(memory_budget_mb, (int, float)) or not memory_budget_mb > 0:
+        raise InvalidPromptError(f"memory_budget_mb must be a positive number of MiB, got {memory_budget_mb!r}")
+    return float(memory_budget_mb)
+
+
+@dataclass(eq=False)
+class _ImageState:
+    """Everything the clicks on one image read: replaced as a whole by `set_image`, never changed in place except
+    for `cache`, which the image's first click fills (and which belongs to this image only)."""
+
+    features: np.ndarray  # 1x256x64x64 float32
+    original_size: Size
+    input_size: Size
+    cache: dict[str, np.ndarray] | None = None  # the decoder's image cache (`kept_image_cache`)
+
+
 class Predictor:
     """Set an image once, then predict masks for many prompts, with `SamPredictor`'s API and results.
 
@@ -84,8 +141,8 @@ class Predictor:
             only when the prompt needs exactly this many (a click + the pad point, or a box, need 2); extra pad
             tokens are real tokens to the decoder and shift the masks slightly. None: send the exact token count.
 
-    Attributes (as SamPredictor): `original_size` (h, w) of the image, `input_size` (h, w) of the resized image
-    inside the 1024 input frame, `features` (1x256x64x64 float32 embedding), `is_image_set`.
+    Attributes (as SamPredictor, read-only): `original_size` (h, w) of the image, `input_size` (h, w) of the resized
+    image inside the 1024 input frame, `features` (1x256x64x64 float32 embedding), `is_image_set`.
     """
 
     def __init__(self, encoder: Session, decoder: Session, *, decoder_points: int | None = None) -> None:
@@ -95,7 +152,7 @@ class Predictor:
         self.decoder = decoder
         self.decoder_points = None if decoder_points is None else int(decoder_points)
         self.bundle = None  # the Bundle when made by from_bundle
-        self.reset_image()
+        self._image: _ImageState | None = None
 
     @classmethod
     def from_bundle(cls, path, backend: str | None = None, **options) -> "Predictor":
@@ -126,24 +183,50 @@ class Predictor:
         self.reset_image()  # as upstream: a failing encoder leaves no stale embedding behind
         encoder_input, input_size = preprocess(image)
         features = self.encoder.run({_ENC_IMAGE: encoder_input})[_ENC_EMBEDDINGS]
-        self.features = np.ascontiguousarray(features, dtype=np.float32)
-        self.original_size = (int(image.shape[0]), int(image.shape[1]))
-        self.input_size = input_size
-        self.is_image_set = True
-        warm_postprocess(input_size, self.original_size)  # so the first click does not pay for it
+        del encoder_input
+        original_size = (int(image.shape[0]), int(image.shape[1]))
+        warm_postprocess(input_size, original_size)  # so the first click does not pay for it
+        self._image = _ImageState(np.ascontiguousarray(features, dtype=np.float32), original_size, input_size)
+        release_free_memory()  # the encoder's transient working memory, back to the OS (see memory.py)
 
     def get_image_embedding(self) -> np.ndarray:
         """The current image's embedding, float32 1x256x64x64 (on the 64x64 grid of the input frame)."""
-        self._require_image("to get its embedding")
-        return self.features  # type: ignore[return-value]
+        return self._require_image("to get its embedding").features
 
     def reset_image(self) -> None:
-        """Forget the current image (and its embedding)."""
-        self.is_image_set = False
-        self.features: np.ndarray | None = None
-        self._image_cache: dict[str, np.ndarray] | None = None  # the decoder's, filled by an image's first click
-        self.original_size: Size | None = None
-        self.input_size: Size | None = None
+        """Forget the current image (its embedding and the decoder's image cache)."""
+        self._image = None
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._image is not None
+
+    @property
+    def features(self) -> np.ndarray | None:
+        image = self._image
+        return None if image is None else image.features
+
+    @property
+    def original_size(self) -> Size | None:
+        image = self._image
+        return None if image is None else image.original_size
+
+    @property
+    def input_size(self) -> Size | None:
+        image = self._image
+        return None if image is None else image.input_size
+
+    @property
+    def _image_cache(self) -> dict[str, np.ndarray] | None:
+        image = self._image
+        return None if image is None else image.cache
+
+    @property
+    def decoder_batches(self) -> list[int] | None:
+        """The batch sizes a fixed-batch decoder offers (TFLite: 1, and N with `--decoder-batch N`); None when the
+        decoder takes any batch (ONNX, CoreML flexible shapes)."""
+        batches = getattr(self.decoder, "batches", None)
+        return None if not batches else sorted(int(b) for b in batches)
 
     # --- prompts --------------------------------------------------------------------------------------------
 
@@ -171,17 +254,18 @@ class Predictor:
             scores: C float32, the predicted IoU of each mask.
             low_res_logits: Cx256x256 float32, input frame; pass one as `mask_input` to refine.
         """
-        self._require_image("before mask prediction")
-        size = self.original_size
+        image = self._require_image("before mask prediction")
+        size = image.original_size
         coords = labels = boxes = masks_in = None
         if point_coords is not None or point_labels is not None:
-            c, lab = validate_points(point_coords, point_labels, size)  # type: ignore[arg-type]
-            coords, labels = apply_coords(c, size)[None], lab.astype(np.float32)[None]  # type: ignore[arg-type]
+            c, lab = validate_points(point_coords, point_labels, size)
+            coords, labels = apply_coords(c, size)[None], lab.astype(np.float32)[None]
         if box is not None:
-            boxes = apply_boxes(validate_box(box, size), size)  # type: ignore[arg-type]
+            boxes = apply_boxes(validate_box(box, size), size)
         if mask_input is not None:
             masks_in = validate_mask_input(mask_input)
-        masks, scores, low_res = self._decode(coords, labels, boxes, masks_in, multimask_output, return_logits)
+        scores, low_res = self._decode(image, coords, labels, boxes, masks_in, multimask_output)
+        masks = self._postprocess(image, low_res, return_logits, DEFAULT_MEMORY_BUDGET_MB)
         return masks[0], scores[0], low_res[0]
 
     def predict_batch(
@@ -192,44 +276,87 @@ class Predictor:
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for B prompts on the current image in ONE decoder run (SamPredictor.predict_torch, numpy in).
+        """Masks for B prompts on the current image (SamPredictor.predict_torch, numpy in).
 
         Every prompt in a batch has the same number of tokens: B prompts of N points each (BxNx2 / BxN), and/or
         one box each (Bx4); to mix prompt kinds, call once per kind. Result b equals `predict` on prompt b.
-        Memory: the returned masks are BxCxHxW at the original size.
+
+        Memory: the decoder runs the batch in chunks, and post-processing works a few masks at a time, so the
+        working memory stays within `memory_budget_mb` MiB (`DEFAULT_MEMORY_BUDGET_MB`, sized from
+        `DECODER_BYTES_PER_PROMPT`) whatever B is. What is returned comes on top: the masks are BxCxHxW bool (B*C*H*W
+        bytes; 4x that with `return_logits`) and the low-res logits BxCx256x256 float32 (256 KiB per mask).
 
         Args:
             point_coords: BxNx2 (x, y) pixels in the original frame, or None.
             point_labels: BxN labels (1 foreground, 0 background), or None.
             boxes: Bx4 XYXY pixels in the original frame, or None.
             mask_input: Bx1x256x256 low-res logits, or None.
+            memory_budget_mb: working memory to size chunks by, in MiB (a chunk holds at least one prompt).
 
         Returns:
             masks BxCxHxW (bool, or float32 logits), scores BxC float32, low_res_logits BxCx256x256 float32.
         """
-        self._require_image("before mask prediction")
-        size = self.original_size
-        coords = labels = boxes_in = masks_in = None
-        batch = None
-        if point_coords is not None or point_labels is not None:
-            c, lab = validate_points(point_coords, point_labels, size, batched=True)  # type: ignore[arg-type]
-            coords, labels = apply_coords(c, size), lab.astype(np.float32)  # type: ignore[arg-type]
-            batch = c.shape[0]
-        if boxes is not None:
-            b = validate_boxes(boxes, size)  # type: ignore[arg-type]
-            if batch is not None and b.shape[0] != batch:
-                raise InvalidPromptError(f"boxes must be {batch}x4 (one per point prompt), got shape {b.shape}")
-            boxes_in, batch = apply_boxes(b, size), b.shape[0]  # type: ignore[arg-type]
-        if mask_input is not None:
-            masks_in = validate_mask_input(mask_input, batch=batch if batch is not None else len(mask_input))
-        return self._decode(coords, labels, boxes_in, masks_in, multimask_output, return_logits)
+        budget = _check_budget(memory_budget_mb)
+        image = self._require_image("before mask prediction")
+        prompts = self._batch_prompts(image, point_coords, point_labels, boxes, mask_input)
+        scores, low_res = self._decode(image, *prompts, multimask_output, budget)
+        return self._postprocess(image, low_res, return_logits, budget), scores, low_res
+
+    def predict_batch_low_res(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        *,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`predict_batch` without the post-processing: (scores BxC float32, low_res_logits BxCx256x256 float32,
+        input frame). For callers that filter on the scores before paying for full-size masks (`MaskGenerator`);
+        `upsample_logits` finishes the survivors exactly as `predict_batch` would."""
+        budget = _check_budget(memory_budget_mb)
+        image = self._require_image("before mask prediction")
+        prompts = self._batch_prompts(image, point_coords, point_labels, boxes, mask_input)
+        return self._decode(image, *prompts, multimask_output, budget)
+
+    def upsample_logits(self, low_res_logits: np.ndarray) -> np.ndarray:
+        """Low-res logits (...x256x256, input frame) of the current image -> float32 logits ...xHxW in its original
+        frame (`transforms.postprocess_masks`; threshold with `transforms.threshold`)."""
+        image = self._require_image("before post-processing masks")
+        return postprocess_masks(low_res_logits, image.input_size, image.original_size)
 
     # --- internals ------------------------------------------------------------------------------------------
 
-    def _require_image(self, what: str) -> None:
-        if not self.is_image_set:
+    def _require_image(self, what: str) -> _ImageState:
+        image = self._image  # read once: another thread's set_image may replace it at any time
+        if image is None:
             raise ImageNotSetError(f"An image must be set with .set_image(...) {what}.")
+        return image
+
+    @staticmethod
+    def _batch_prompts(
+        image: _ImageState, point_coords, point_labels, boxes, mask_input
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """Validated batched prompts in the input frame: coords BxNx2, labels BxN, boxes Bx4, masks Bx1x256x256."""
+        size = image.original_size
+        coords = labels = boxes_in = masks_in = None
+        batch = None
+        if point_coords is not None or point_labels is not None:
+            c, lab = validate_points(point_coords, point_labels, size, batched=True)
+            coords, labels = apply_coords(c, size), lab.astype(np.float32)
+            batch = c.shape[0]
+        if boxes is not None:
+            b = validate_boxes(boxes, size)
+            if batch is not None and b.shape[0] != batch:
+                raise InvalidPromptError(f"boxes must be {batch}x4 (one per point prompt), got shape {b.shape}")
+            boxes_in, batch = apply_boxes(b, size), b.shape[0]
+        if mask_input is not None:
+            masks_in = validate_mask_input(mask_input, batch=batch if batch is not None else len(mask_input))
+        return coords, labels, boxes_in, masks_in
 
     def _tokens(
         self, coords: np.ndarray | None, labels: np.ndarray | None, boxes: np.ndarray | None, batch: int
@@ -263,36 +390,89 @@ class Predictor:
 
     def _decode(
         self,
+        image: _ImageState,
         coords: np.ndarray | None,
         labels: np.ndarray | None,
         boxes: np.ndarray | None,
         masks_in: np.ndarray | None,
         multimask_output: bool,
-        return_logits: bool,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One decoder run on prompts already in the input frame (float32 BxNx2, BxN, Bx4, Bx1x256x256)."""
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder runs on prompts already in the input frame (float32 BxNx2, BxN, Bx4, Bx1x256x256), in chunks of
+        the memory budget. Returns (scores BxC, low_res BxCx256x256) of the selected outputs (C = 3 or 1).
+
+        A decoder with the image cache that has none for this image yet gets the first prompt alone: that call
+        computes the cache (kept on `image`), and every other prompt reads it. A batch would otherwise compute
+        the same cache once per prompt (16 MiB each, and the time of a full first click each).
+        """
         if coords is None and boxes is None and masks_in is None:
             raise InvalidPromptError("give a prompt: point_coords with point_labels, a box, or a mask_input")
         batch = next(a.shape[0] for a in (coords, boxes, masks_in) if a is not None)
         point_coords, point_labels = self._tokens(coords, labels, boxes, batch)
-        s = LOW_RES_MASK_SIZE
-        feeds = {
-            _DEC_EMBEDDINGS: self.features,
-            _DEC_COORDS: point_coords,
-            _DEC_LABELS: point_labels,
-            _DEC_MASK: masks_in if masks_in is not None else np.zeros((batch, 1, s, s), dtype=np.float32),
-            _DEC_HAS_MASK: np.full((batch,), 0.0 if masks_in is None else 1.0, dtype=np.float32),
-        }
-        # The decoder is looked at on every call, not once: benchmarks and calibration swap it for a wrapper.
-        cached_io = has_image_cache(self.decoder.input_names)
-        use_cache = cached_io and masks_in is None and self._image_cache is not None
-        if cached_io:
-            feeds.update(image_cache_feeds(self._image_cache if use_cache else None))
-        out = self.decoder.run(feeds)
-        if cached_io and not use_cache and masks_in is None:
-            self._image_cache = kept_image_cache(out)
         lo, hi = MULTIMASK_SLICE if multimask_output else SINGLE_MASK_SLICE
-        low_res = np.asarray(out[_DEC_LOW_RES], dtype=np.float32)[:, lo:hi]
-        scores = np.asarray(out[_DEC_IOU], dtype=np.float32)[:, lo:hi]
-        masks = postprocess_masks(low_res, self.input_size, self.original_size)  # type: ignore[arg-type]
-        return (masks if return_logits else threshold(masks)), scores, low_res
+        scores = np.empty((batch, hi - lo), np.float32)
+        low_res = np.empty((batch, hi - lo, LOW_RES_MASK_SIZE, LOW_RES_MASK_SIZE), np.float32)
+        # The decoder is looked at on every call, not once: benchmarks and calibration swap it for a wrapper.
+        decoder = self.decoder
+        cached_io = has_image_cache(decoder.input_names)
+        fixed = self.decoder_batches
+        per_prompt = DECODER_BYTES_PER_CACHED_PROMPT if cached_io and masks_in is None else DECODER_BYTES_PER_PROMPT
+        step = chunk_size(memory_budget_mb, per_prompt, multiple=fixed[-1] if fixed else 1)
+        start = 0
+        if cached_io and masks_in is None and image.cache is None:
+            start = self._run(decoder, image, point_coords, point_labels, None, 0, 1, scores, low_res, lo, hi)
+        for s in range(start, batch, step):
+            e = min(s + step, batch)
+            self._run(decoder, image, point_coords, point_labels, masks_in, s, e, scores, low_res, lo, hi)
+        return scores, low_res
+
+    @staticmethod
+    def _run(
+        decoder: Session,
+        image: _ImageState,
+        point_coords: np.ndarray,
+        point_labels: np.ndarray,
+        masks_in: np.ndarray | None,
+        s: int,
+        e: int,
+        scores: np.ndarray,
+        low_res: np.ndarray,
+        lo: int,
+        hi: int,
+    ) -> int:
+        """One decoder run on prompts [s, e), written into scores[s:e] and low_res[s:e]; returns e."""
+        n = e - s
+        size = LOW_RES_MASK_SIZE
+        feeds = {
+            _DEC_EMBEDDINGS: image.features,
+            _DEC_COORDS: point_coords[s:e],
+            _DEC_LABELS: point_labels[s:e],
+            _DEC_MASK: masks_in[s:e] if masks_in is not None else np.zeros((n, 1, size, size), dtype=np.float32),
+            _DEC_HAS_MASK: np.full((n,), 0.0 if masks_in is None else 1.0, dtype=np.float32),
+        }
+        cached_io = has_image_cache(decoder.input_names)
+        cache = image.cache  # read once: a concurrent first click may fill it meanwhile (with the same values)
+        use_cache = cached_io and masks_in is None and cache is not None
+        if cached_io:
+            feeds.update(image_cache_feeds(cache if use_cache else None))
+        out = decoder.run(feeds)
+        if cached_io and not use_cache and masks_in is None:
+            image.cache = kept_image_cache(out)  # this image's own: a new image is a new _ImageState
+        scores[s:e] = out[_DEC_IOU][:, lo:hi]
+        low_res[s:e] = out[_DEC_LOW_RES][:, lo:hi]
+        return e
+
+    @staticmethod
+    def _postprocess(image: _ImageState, low_res: np.ndarray, return_logits: bool, budget_mb: float) -> np.ndarray:
+        """BxCx256x256 low-res logits -> BxCxHxW bool masks (float32 logits with `return_logits`), a few masks at
+        a time so the float32 full-size logits of the whole batch never exist at once."""
+        h, w = image.original_size
+        b, c = low_res.shape[:2]
+        out = np.empty((b * c, h, w), np.float32 if return_logits else bool)
+        flat = low_res.reshape(b * c, *low_res.shape[2:])
+        # per mask: its float32 logits and the row pass's Hx256 intermediate
+        step = chunk_size(min(budget_mb, _POSTPROCESS_CAP / MiB), 4 * h * (w + LOW_RES_MASK_SIZE))
+        for s in range(0, b * c, step):
+            logits = postprocess_masks(flat[s:s + step], image.input_size, image.original_size)
+            out[s:s + step] = logits if return_logits else threshold(logits)
+        return out.reshape(b, c, h, w)

@@ -40,10 +40,17 @@ def vit_t_model():
 
 
 @pytest.fixture(scope="session")
-def vit_t_bundles(tmp_path_factory) -> dict[str, Path]:
+def vit_t_fp32_bundle(tmp_path_factory) -> Path:
+    """The full vit_t model (seed-0 weights) as the default fp32 ONNX bundle (memory and mask-generator tests);
+    `vit_t_bundles` reuses it, so a session exports it once."""
+    return _export(tmp_path_factory.mktemp("vit_t-fp32") / "fp32", "vit_t", "fp32")
+
+
+@pytest.fixture(scope="session")
+def vit_t_bundles(tmp_path_factory, vit_t_fp32_bundle) -> dict[str, Path]:
     """{precision: bundle} of the full vit_t model, both parts in that precision."""
     root = tmp_path_factory.mktemp("vit_t")
-    return {p: _export(root / p, "vit_t", p) for p in PARITY_PRECISIONS}
+    return {p: vit_t_fp32_bundle if p == "fp32" else _export(root / p, "vit_t", p) for p in PARITY_PRECISIONS}
 
 
 # --- TFLite (litert-torch); skipped where the converter is not installed ----------------------------------------

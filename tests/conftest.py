@@ -17,14 +17,15 @@ from _bundles import (  # noqa: F401  (pytest fixtures)
     tiny_bundle,
     tiny_tflite_bundle,
     vit_t_bundles,
+    vit_t_fp32_bundle,
     vit_t_model,
     vit_t_tflite_bundles,
 )
 
 # Fixtures that build, run or export the full-size vit_t model (minutes each on 2 cores). Every test that uses one,
 # directly or through another fixture, is marked `full`.
-FULL_SIZE_FIXTURES = {"vit_t_model", "vit_t_bundles", "vit_t_tflite_bundles", "coreml_vit_t_bundles",
-                      "coreml_vit_t_fp16", "vit_t_checkpoint"}
+FULL_SIZE_FIXTURES = {"vit_t_model", "vit_t_bundles", "vit_t_fp32_bundle", "vit_t_tflite_bundles",
+                      "coreml_vit_t_bundles", "coreml_vit_t_fp16", "vit_t_checkpoint"}
 # Tests that run a converter on the tiny model (litert-torch, coremltools: tens of seconds each), and test modules
 # that install a virtual environment or drive another toolchain: marked `heavy`.
 HEAVY_FIXTURES = {"tflite_cache", "coreml_tiny_bundles"}

@@ -79,7 +79,7 @@ def test_make_row_fills_every_key_and_validates():
     with pytest.raises(ValueError, match="unknown row field"):
         _row(colour="red")
     with pytest.raises(ValueError, match="unknown part"):
-        _row(part="everything")
+        _row(part="everywhere")
     with pytest.raises(ValueError, match="speed-up needs the torch reference"):
         _row(speedup=2.0, reference="probe")
     with pytest.raises(ValueError, match="non-negative"):
@@ -139,6 +139,14 @@ def test_markdown_short_table_and_method():
     assert "interleaved" in note and "load average" in note
 
 
+def test_everything_part_splits_its_time():
+    rows = run_local([_fake("ref"), _fake("x")], IMAGE, ("everything",), 0, 2, "torch", False, reference_name="ref")
+    for r in rows:
+        assert r["part"] == "everything" and set(r["breakdown"]) == {"encoder_ms", "decoder_ms", "postprocess_ms"}
+        assert sum(r["breakdown"].values()) <= r["stats"]["max_ms"] + 1
+    assert "everything (encoder " in report.to_markdown(rows) and "decoder " in report.short_table(rows)
+
+
 def test_plot_png(tmp_path):
     from pocketsam.benchmarks.plot import plot_rows
 
@@ -182,12 +190,16 @@ def test_cli_bench_probe_writes_json_markdown_plot(tiny_bundle, tmp_path, capsys
     assert r["reference"] == "probe" and r["speedup"] is None and not r["is_reference"]
     assert r["parity"]["mask_iou"] > 0.999
     assert r["threads"] == 1 and r["model_bytes"] > 0 and r["delegate"] == "CPUExecutionProvider"
+    if sys.platform.startswith("linux"):  # peak RSS of a process that held only this bundle and ran only this part
+        assert 40 < r["memory"]["alone_peak_mb"] < 2000
+        assert f"{r['memory']['alone_peak_mb']:.0f} MiB" in capsys.readouterr().out
+        assert "peak RSS = the peak resident memory of a fresh process" in (out / "r.md").read_text()
     assert "## Method" in (out / "r.md").read_text()
     assert (out / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "b", "--parts", "encoder,everything"], "unknown part"),
+    (["bench", "b", "--parts", "encoder,everywhere"], "unknown part"),
     (["bench", "b", "--runs", "0"], "--runs: must be >= 1"),
     (["bench", "b", "--serial", "X"], "only apply to --target android"),
     (["bench", "b", "--compute-units", "ALL"], "only applies to --target apple"),

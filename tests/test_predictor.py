@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -113,7 +114,8 @@ def _use(p: Predictor) -> float:
 
 def test_image_cache_is_computed_once_per_image_and_fed_back() -> None:
     """The first click of an image computes the cache (use 0, empty inputs), later ones read it (use 1); a mask
-    input computes it again without keeping that one; a batch keeps one row; a new image starts over."""
+    input computes it again without keeping that one; a batched first call computes it from its first prompt
+    alone; a new image starts over."""
     p = Predictor(FakeEncoder(), FakeCachingDecoder())
     p.set_image(image())
     click = (np.array([[10.0, 20.0]]), np.array([1]))
@@ -128,10 +130,13 @@ def test_image_cache_is_computed_once_per_image_and_fed_back() -> None:
     p.predict_batch(np.array([[[1.0, 2.0]], [[3.0, 4.0]]]), np.ones((2, 1)))
     assert _use(p) == 1.0 and last_feeds(p)["cached_image_tokens"].shape[0] == 1
     p.set_image(image(seed=1))
-    p.predict_batch(np.array([[[1.0, 2.0]], [[3.0, 4.0]]]), np.ones((2, 1)))
-    assert _use(p) == 0.0
+    n = len(p.decoder.feeds)  # type: ignore[attr-defined]
+    p.predict_batch(np.array([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]]), np.ones((3, 1)))
+    # a batched first call computes the cache once (its first prompt alone), not once per prompt
+    runs = p.decoder.feeds[n:]  # type: ignore[attr-defined]
+    assert [(float(f[spec.USE_IMAGE_CACHE.name][0]), len(f["point_coords"])) for f in runs] == [(0.0, 1), (1.0, 2)]
     p.predict(*click)
-    assert _use(p) == 1.0  # the batch's first row was kept
+    assert _use(p) == 1.0  # the first prompt's cache was kept
     p.reset_image()
     assert p._image_cache is None
 
@@ -390,6 +395,111 @@ def test_a_new_image_changes_sizes_and_postprocessing() -> None:
         p.set_image(image(size=size))
         masks, _, _ = p.predict(np.array([[1, 1]]), np.array([1]))
         assert masks.shape == (3, *size) and p.original_size == size
+
+
+# --- threads ------------------------------------------------------------------------------------------------
+
+
+class GatedCachingDecoder(FakeCachingDecoder):
+    """A caching decoder whose runs wait at a gate: `entered` is set once `waiting` runs are inside `run` at the
+    same time, and they all leave when `release` is set (so a test can act while a click is in flight)."""
+
+    def __init__(self, waiting: int = 1) -> None:
+        super().__init__()
+        self.waiting, self.inside = waiting, 0
+        self.lock = threading.Lock()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.inside += 1
+            if self.inside >= self.waiting:
+                self.entered.set()
+        assert self.release.wait(timeout=10), "the test never opened the gate"
+        return super().run(feeds)
+
+
+def _in_thread(fn) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            box["error"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    return t, box
+
+
+def _reference_click(img: np.ndarray, click) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = Predictor(FakeEncoder(), FakeCachingDecoder())
+    p.set_image(img)
+    return p.predict(*click)
+
+
+def test_set_image_during_a_first_click_keeps_images_apart() -> None:
+    """Issue #11.4: a first click in flight while another thread sets a new image returns the masks of the image
+    it started on, and its image cache never reaches the new image (the decoder checks every cache it is fed)."""
+    old, new = image(0), image(1, size=(200, 333))
+    click = (np.array([[10.0, 20.0]]), np.array([1]))
+    decoder = GatedCachingDecoder()
+    p = Predictor(FakeEncoder(), decoder)
+    p.set_image(old)
+    t, box = _in_thread(lambda: p.predict(*click))
+    assert decoder.entered.wait(timeout=10)
+    p.set_image(new)  # while the click on `old` is inside the decoder
+    decoder.release.set()
+    t.join(timeout=10)
+    assert "error" not in box, box.get("error")
+    for got, want in zip(box["result"], _reference_click(old, click)):
+        np.testing.assert_array_equal(got, want)
+    assert p.original_size == (200, 333)
+    for _ in range(2):  # the new image's first click computes its own cache, the second reads it
+        for got, want in zip(p.predict(*click), _reference_click(new, click)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_click_during_set_image_is_a_clear_error_or_the_old_image() -> None:
+    """A click that starts while set_image's encoder runs has no image: ImageNotSetError, not a TypeError."""
+
+    class GatedEncoder(FakeEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def run(self, feeds):  # type: ignore[override]
+            if len(self.feeds) >= 1:  # the second image's encoder run waits at the gate
+                self.entered.set()
+                assert self.release.wait(timeout=10)
+            return super().run(feeds)
+
+    encoder = GatedEncoder()
+    p = Predictor(encoder, FakeCachingDecoder())
+    p.set_image(image(0))
+    t, box = _in_thread(lambda: p.set_image(image(1, size=(64, 64))))
+    assert encoder.entered.wait(timeout=10)
+    with pytest.raises(ImageNotSetError):
+        p.predict(np.array([[1.0, 1.0]]), np.array([1]))
+    encoder.release.set()
+    t.join(timeout=10)
+    assert "error" not in box and p.predict(np.array([[1.0, 1.0]]), np.array([1]))[0].shape == (3, 64, 64)
+
+
+def test_clicks_on_one_image_run_in_parallel() -> None:
+    """Two clicks on one image are inside the decoder at the same time (no lock around decoder runs)."""
+    decoder = GatedCachingDecoder(waiting=2)
+    p = Predictor(FakeEncoder(), decoder)
+    p.set_image(image())
+    clicks = [(np.array([[10.0 * k, 20.0]]), np.array([1])) for k in (1, 2)]
+    threads = [_in_thread(lambda c=c: p.predict(*c)) for c in clicks]
+    assert decoder.entered.wait(timeout=10), "the second click waited for the first: decoder runs are serialized"
+    decoder.release.set()
+    for (t, box), c in zip(threads, clicks):
+        t.join(timeout=10)
+        for got, want in zip(box["result"], _reference_click(image(), c)):
+            np.testing.assert_array_equal(got, want)
 
 
 # --- the runtime stays torch-free ---------------------------------------------------------------------------

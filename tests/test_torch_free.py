@@ -61,7 +61,7 @@ def test_the_install_really_has_no_torch(onnx_only):
 def test_every_command_parses(onnx_only):
     top = pocketsam(onnx_only, "--help")
     assert top.returncode == 0, top.stderr
-    commands = ["export", "predict", "verify", "info", "bench", "bench-merge", "profile", "audit-fp16",
+    commands = ["export", "predict", "everything", "verify", "info", "bench", "bench-merge", "profile", "audit-fp16",
                 "download-checkpoint"]
     for command in commands:
         assert command in top.stdout
@@ -78,6 +78,13 @@ def test_runtime_commands_run(onnx_only, tiny_bundle, photo, tmp_path):
                      "--overlay", tmp_path / "out" / "overlay.png")
     assert pred.returncode == 0, pred.stderr
     assert np.asarray(Image.open(mask)).shape == (300, 451)
+
+    masks = tmp_path / "out" / "masks.json"
+    every = pocketsam(onnx_only, "everything", tiny_bundle, photo, "--points-per-side", "4", "--points-per-batch", "4",
+                      "--out", masks,
+                      "--overlay", tmp_path / "out" / "all.png")
+    assert every.returncode == 0 and "prompt batches 4/4" in every.stderr, every.stderr  # no tqdm: plain count
+    assert json.loads(masks.read_text())["images"][0]["width"] == 451
 
     ver = pocketsam(onnx_only, "verify", tiny_bundle, "--json", tmp_path / "verify.json")
     assert ver.returncode == 0 and ver.stdout.rstrip().endswith("PASS"), ver.stdout + ver.stderr

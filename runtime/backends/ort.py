@@ -14,6 +14,7 @@ requested provider that is not there, and bench rows report the held list, never
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -166,6 +167,7 @@ def open_session(
         raise BackendError(f"unknown optimization level {optimization!r} (choose from {', '.join(_LEVELS)})")
     names, provider_options = resolve_providers(providers, ort.get_available_providers())
     options = session_options(threads, optimization, flush_denormals)
+    _use_shared_cpu_arena(ort, options)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=names,
                                        provider_options=provider_options)
@@ -179,3 +181,39 @@ def open_session(
         warnings.warn(f"{path.name}: onnxruntime did not start {', '.join(dropped)} (its libraries did not load); "
                       f"this session runs on {', '.join(wrapped.providers)}", stacklevel=2)
     return wrapped
+
+
+# --- memory: one CPU arena for every pocketsam session -------------------------------------------------------
+
+_ARENA_LOCK = threading.Lock()
+_ARENA_REGISTERED = False
+# The shared arena's first region. One large region fragments less than onnxruntime's default of growing by
+# doubling regions: the encoder's run peaked +179 MiB against +199 MiB (fp32 vit_t, 2 threads). Only the pages
+# used count towards the resident size; the rest is address space.
+SHARED_ARENA_INITIAL_BYTES = 256 * 2**20
+
+
+def _use_shared_cpu_arena(ort, options) -> None:
+    """Run the session's CPU tensors from one arena that every pocketsam session shares, without the memory pattern.
+
+    Each onnxruntime session has its own arena by default, which keeps its peak for the session's lifetime, and
+    with the memory pattern on it also keeps, beside it, the block the pattern planned from the first run. Measured
+    here (fp32 vit_t bundle, 2 threads, one 512x512 photo, peak RSS): load 147 MiB; set_image + 50 clicks 389 MiB,
+    a second image + 50 clicks 576 MiB, with the defaults; 332 and 339 MiB with this, where the decoder's clicks
+    and batches reuse the pages the encoder's activations (its 256x256 stage: 64 MiB maps) left, and nothing is
+    planned twice. Same speed (CPU time of one encoder run 666 vs 684 ms, decoder click 18.0 vs 18.3 ms, medians of
+    8-10 interleaved runs). An allocator another library registered for the CPU is used as it is.
+    """
+    global _ARENA_REGISTERED
+    with _ARENA_LOCK:
+        if not _ARENA_REGISTERED:
+            # max memory 0 (no limit), extend strategy 0 (next power of two), dead bytes per chunk -1 (default)
+            config = ort.OrtArenaCfg(0, 0, SHARED_ARENA_INITIAL_BYTES, -1)
+            memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            try:
+                ort.create_and_register_allocator(memory, config)
+            except Exception:  # noqa: BLE001 - one is registered already (by the host application): use it
+                pass
+            _ARENA_REGISTERED = True
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.use_env_allocators", "1")

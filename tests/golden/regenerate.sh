@@ -5,6 +5,7 @@
 #   golden.json    sizes, resize sha256, coordinate/box transforms, prompts, scores, versions (small, JSON)
 #   <image>.npz    embedding, masks (packbits), low-res logits (float16 where README.md says so)
 #   contract.json  pocketsam.runtime.spec's constants and graph I/O (spec.write_contract) for the Kotlin/Swift demos
+#   amg.json.gz    upstream SamAutomaticMaskGenerator's records (make_golden_amg.py; tests/test_mask_generator.py)
 # CI never runs this: tests/test_golden.py only reads the committed files. Run it by hand when the synthetic
 # weights, the photos or the prompts change (the test says so when the weights' digest no longer matches), then
 # commit the result.
@@ -35,6 +36,11 @@ torch.save(synthetic_state_dict(seed=0, config="vit_t"), sys.argv[1])
 # 3. upstream runs the photos and prompts (side env only)
 rm -f tests/golden/*.npz tests/golden/images/*.png
 "$env_dir/bin/python" tests/golden/make_golden.py --checkpoint "$ckpt" --out tests/golden
+
+# 3b. upstream's automatic mask generator on two of those photos (amg.json.gz, ~20 min on 2 cores): its COCO RLE
+#     output needs pycocotools, its min_mask_region_area OpenCV (side env only; pocketsam needs neither)
+"$env_dir/bin/pip" install -q pycocotools opencv-python-headless
+"$env_dir/bin/python" tests/golden/make_golden_amg.py --checkpoint "$ckpt" --out tests/golden
 
 # 4. the demos' copy of the spec
 "$python" -c '
