@@ -44,6 +44,7 @@ from .transforms import (
     Size,
     apply_boxes,
     apply_coords,
+    pad_points,
     postprocess_masks,
     preprocess,
     threshold,
@@ -363,30 +364,24 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The decoder's point_coords (BxTx2) and point_labels (BxT), input frame, as upstream's PromptEncoder
         builds its sparse tokens: points, then box corners; the pad point only for points without a box."""
-        parts_xy: list[np.ndarray] = []
-        parts_lab: list[np.ndarray] = []
+        parts_xy: list[np.ndarray] = [np.zeros((batch, 0, 2), np.float32)]  # a mask-only prompt has no tokens
+        parts_lab: list[np.ndarray] = [np.zeros((batch, 0), np.float32)]
         if coords is not None:
             parts_xy.append(coords)
             parts_lab.append(labels)  # type: ignore[arg-type]
         if boxes is not None:
             parts_xy.append(boxes.reshape(batch, 2, 2))
             parts_lab.append(np.broadcast_to(_BOX_LABELS, (batch, 2)))
-        n_pad = 1 if coords is not None and boxes is None else 0
-        n_user = sum(p.shape[1] for p in parts_xy)
-        if self.decoder_points is not None:
-            need = n_user + n_pad
-            if need > self.decoder_points:
-                what = f"{coords.shape[1]} point(s)" if coords is not None else "no points"
-                what += " + 2 box corners" if boxes is not None else " + 1 pad point"
-                raise InvalidPromptError(
-                    f"this prompt needs {need} decoder points ({what}) but the decoder takes "
-                    f"{self.decoder_points}: re-export with --decoder-points {need} (or more), or give fewer points"
-                )
-            n_pad = self.decoder_points - n_user
-        # Pad points are (0, 0) with label -1 (upstream's `pad`); the graph zeroes their positional encoding.
-        parts_xy.append(np.zeros((batch, n_pad, 2), dtype=np.float32))
-        parts_lab.append(np.full((batch, n_pad), LABEL_PAD, dtype=np.float32))
-        return np.concatenate(parts_xy, axis=1), np.concatenate(parts_lab, axis=1)
+        if coords is not None and boxes is None:
+            # Upstream's one pad point, (0, 0) with label -1; the graph zeroes its positional encoding.
+            parts_xy.append(np.zeros((batch, 1, 2), dtype=np.float32))
+            parts_lab.append(np.full((batch, 1), LABEL_PAD, dtype=np.float32))
+        point_coords, point_labels = np.concatenate(parts_xy, axis=1), np.concatenate(parts_lab, axis=1)
+        if self.decoder_points is None:
+            return point_coords, point_labels
+        detail = f"{coords.shape[1]} point(s)" if coords is not None else "no points"
+        detail += " + 2 box corners" if boxes is not None else " + 1 pad point"
+        return pad_points(point_coords, point_labels, self.decoder_points, detail=detail)
 
     def _decode(
         self,

@@ -228,16 +228,17 @@ def threshold(logits: np.ndarray) -> np.ndarray:
 
 
 def pad_points(coords: np.ndarray, labels: np.ndarray, points: int,
-               what: str = "the decoder") -> tuple[np.ndarray, np.ndarray]:
+               what: str = "the decoder", detail: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Pad decoder prompt tokens (float32 BxNx2 input-frame coordinates, BxN labels) to `points` tokens with (0, 0)
     points labelled `LABEL_PAD`, as a fixed-shape decoder (TFLite `--decoder-points`) takes them; upstream's
     prompt encoder zeroes a pad point's positional encoding. More than `points` tokens is an InvalidPromptError
-    naming the export option. Returns new arrays (or the same ones when N == points)."""
+    naming the export option (`what` names the decoder, `detail` what the tokens are). Returns new arrays (or the
+    same ones when N == points)."""
     n = labels.shape[-1]
     if n > points:
         raise InvalidPromptError(
-            f"this prompt needs {n} decoder points but {what} takes {points}: re-export with --decoder-points {n} "
-            "(or more), or give fewer points"
+            f"this prompt needs {n} decoder points{f' ({detail})' if detail else ''} but {what} takes {points}: "
+            f"re-export with --decoder-points {n} (or more), or give fewer points"
         )
     if n == points:
         return coords, labels

@@ -38,8 +38,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import BackendError, BundleError, InvalidPromptError, MissingEngineError
-from ..spec import LABEL_PAD, GraphSpec
+from ..spec import GraphSpec
 from ..tflite_ops import check_tflite_file
+from ..transforms import pad_points
 
 FALLBACK_LIMITS = (
     "tflite-runtime (2.14, the last release) needs numpy < 2 and computes int8-dynamic decoders wrong; install "
@@ -222,7 +223,9 @@ class LiteRTSession:
             raise InvalidPromptError(f"{self.path.name}: missing input(s) {missing}")
         feeds = {n: np.asarray(feeds[n], dtype=np.float32) for n in self.input_names}
         if self.points is not None:
-            feeds = self._pad_points(feeds)
+            feeds = dict(feeds)
+            feeds["point_coords"], feeds["point_labels"] = pad_points(
+                feeds["point_coords"], feeds["point_labels"], self.points, self.path.name)
             return self._run_batched(feeds)
         return self._run_one(self.signatures[0], feeds)
 
@@ -234,21 +237,6 @@ class LiteRTSession:
                     f"{list(sig.shapes[n])} (LiteRT graphs have fixed shapes)"
                 )
         return {n: np.array(v) for n, v in sig(feeds).items()}
-
-    def _pad_points(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        coords, labels = feeds["point_coords"], feeds["point_labels"]
-        n = labels.shape[-1]
-        if n > self.points:
-            raise InvalidPromptError(
-                f"this prompt needs {n} decoder points but {self.path.name} takes {self.points}: re-export with "
-                f"--decoder-points {n} (or more), or give fewer points"
-            )
-        if n < self.points:
-            b, pad = labels.shape[0], self.points - n
-            feeds = dict(feeds)
-            feeds["point_coords"] = np.concatenate([coords, np.zeros((b, pad, 2), np.float32)], axis=1)
-            feeds["point_labels"] = np.concatenate([labels, np.full((b, pad), LABEL_PAD, np.float32)], axis=1)
-        return feeds
 
     def _run_batched(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = feeds["point_labels"].shape[0]
