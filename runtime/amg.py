@@ -191,11 +191,12 @@ def coco_rle_string(counts: list[int] | np.ndarray) -> str:
     return table[table > 0].astype(np.uint8).tobytes().decode("ascii")
 
 
-def coco_rle_counts(text: str) -> list[int]:
-    """The uncompressed counts of a COCO RLE string (pycocotools' `rleFrString`), vectorized."""
+def coco_rle_counts(text: str, compact: bool = False) -> list[int] | np.ndarray:
+    """The uncompressed counts of a COCO RLE string (pycocotools' `rleFrString`), vectorized. `compact`: an int64
+    array instead of a list (as `masks_to_rle`)."""
     c = np.frombuffer(text.encode("ascii"), np.uint8).astype(np.int64) - 48
     if c.size == 0:
-        return []
+        return np.zeros(0, np.int64) if compact else []
     last = (c & 0x20) == 0  # a value's final char has no continuation bit
     ends = np.flatnonzero(last)
     starts = np.concatenate([[0], ends[:-1] + 1])
@@ -208,7 +209,7 @@ def coco_rle_counts(text: str) -> list[int]:
         out[3::2] = np.cumsum(x[3::2]) + x[1]
     if len(x) > 4:
         out[4::2] = np.cumsum(x[4::2]) + x[2]
-    return out.tolist()
+    return out if compact else out.tolist()
 
 
 def coco_encode_rle(rle: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import amg
 from .errors import PocketSamError
-from .predictor import DEFAULT_MEMORY_BUDGET_MB, MiB, Predictor, chunk_size
+from .predictor import DEFAULT_MEMORY_BUDGET_MB, POSTPROCESS_CHUNK_BYTES, MiB, Predictor, chunk_size
 from .spec import LOW_RES_MASK_SIZE, MASK_THRESHOLD
 from .transforms import threshold, validate_image
 
@@ -250,7 +250,8 @@ class MaskGenerator:
         keep = np.flatnonzero(iou > self.pred_iou_thresh) if self.pred_iou_thresh > 0.0 else np.arange(len(iou))
         found = _Found()
         h, w = self.predictor.original_size  # type: ignore[misc]
-        step = chunk_size(self.memory_budget_mb, 4 * h * (w + LOW_RES_MASK_SIZE) + h * w)
+        step = chunk_size(min(self.memory_budget_mb, POSTPROCESS_CHUNK_BYTES / MiB),
+                          4 * h * (w + LOW_RES_MASK_SIZE) + h * w)
         orig_h, orig_w = orig_size
         for s in range(0, len(keep), step):
             idx = keep[s:s + step]
@@ -355,7 +356,7 @@ def _pack(rle: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unpack_mask(packed: dict[str, Any]) -> np.ndarray:
-    return amg.rle_to_mask({"size": packed["size"], "counts": amg.coco_rle_counts(packed["counts"])})
+    return amg.rle_to_mask({"size": packed["size"], "counts": amg.coco_rle_counts(packed["counts"], compact=True)})
 
 
 def _uncrop(masks: np.ndarray, crop_box: list[int], orig_h: int, orig_w: int) -> np.ndarray:
@@ -426,7 +427,7 @@ def overlay_masks(image: np.ndarray, records: list[dict], alpha: float = 0.35, s
             mask = seg
         else:
             counts = seg["counts"]
-            counts = amg.coco_rle_counts(counts) if isinstance(counts, str) else counts
+            counts = amg.coco_rle_counts(counts, compact=True) if isinstance(counts, str) else counts
             mask = amg.rle_to_mask({"size": seg["size"], "counts": counts})
         color = rng.random(3).astype(np.float32) * 255
         out[mask] = (1 - alpha) * out[mask] + alpha * color

@@ -98,13 +98,13 @@ DECODER_BYTES_PER_PROMPT = 32 * MiB
 DECODER_BYTES_PER_CACHED_PROMPT = 18 * MiB
 # The default budget of a batched call's working memory (decoder chunks + post-processing chunks), on top of what
 # it returns. 256 MiB: 14 prompts that read the image cache per decoder run (8 with mask inputs), and a 2 GB board
-# keeps room for the models (~130 MiB) and the encoder's transient (~200 MiB). Per-prompt decoder time (fp32 vit_t,
-# onnxruntime, 2 threads) measured flat on a quiet machine from batch 2 up (12.5-13.5 ms for batches 1..32); on a
-# busy one larger runs pay less thread synchronization (25.6 / 23.3 / 21.7 ms per prompt at 8 / 16 / 32 prompts).
+# keeps room for the models (~130 MiB) and the encoder's transient (~200 MiB). Larger decoder runs are not faster on
+# a quiet machine (docs/performance.md section 8.2).
 DEFAULT_MEMORY_BUDGET_MB = 256.0
-# Post-processing chunks are capped lower than the budget: one mask at a time is as fast as many per call (the
-# banded matmuls loop over masks anyway) once a call holds a few masks, so memory above this buys nothing.
-_POSTPROCESS_CAP = 64 * MiB
+# Post-processing chunks are far smaller than the budget: the banded matmuls loop over masks anyway, and a chunk
+# that stays in cache and under glibc's largest mmap threshold (32 MiB) reuses the heap's pages, where a large one
+# faults fresh pages in on every call (several times slower per mask, docs/performance.md section 8.3).
+POSTPROCESS_CHUNK_BYTES = 8 * MiB
 
 
 def chunk_size(budget_mb: float, bytes_per_item: int, multiple: int = 1) -> int:
@@ -466,7 +466,7 @@ class Predictor:
         out = np.empty((b * c, h, w), np.float32 if return_logits else bool)
         flat = low_res.reshape(b * c, *low_res.shape[2:])
         # per mask: its float32 logits and the row pass's Hx256 intermediate
-        step = chunk_size(min(budget_mb, _POSTPROCESS_CAP / MiB), 4 * h * (w + LOW_RES_MASK_SIZE))
+        step = chunk_size(min(budget_mb, POSTPROCESS_CHUNK_BYTES / MiB), 4 * h * (w + LOW_RES_MASK_SIZE))
         for s in range(0, b * c, step):
             logits = postprocess_masks(flat[s:s + step], image.input_size, image.original_size)
             out[s:s + step] = logits if return_logits else threshold(logits)
