@@ -40,9 +40,9 @@ OUTPUT_MODES: dict[str, str | None] = {"binary_mask": None, "uncompressed_rle": 
 MAX_POINTS_PER_SIDE = 256  # 65,536 prompts per crop: more is a mistake (a 4096-pixel image has 16 pixels per point)
 
 # Presets: named sets of parameters (a caller's explicit values win). `fast` keeps upstream's thresholds and cuts
-# the decoder's work, whose cost is per prompt (~13 ms each for the fp32 ONNX decoder on 2 threads here): every
-# third point of the full grid in each direction, 11 x 11 = 121 prompts instead of 1024, so each of its masks is
-# one the full mode computes too (before NMS). Its time and agreement with the full mode: docs/performance.md.
+# the decoder's work, whose cost is per prompt (the decoder is most of the full mode's time): every third point of
+# the full grid in each direction, 11 x 11 = 121 prompts instead of 1024, so each of its masks is one the full mode
+# computes too (before NMS). Its time and agreement with the full mode: docs/performance.md section 8.3.
 PRESETS: dict[str, dict[str, Any]] = {"fast": {"grid_stride": 3}}
 
 

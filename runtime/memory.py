@@ -4,8 +4,7 @@ glibc's malloc keeps memory a program frees for later reuse: after the encoder's
 TinyViT stem's 64 MiB maps, allocated and freed during one `set_image`) and after loading a model (the parsed
 protobuf is freed once the session holds the weights), the process's resident size stays at its peak although
 nothing uses those pages. On a 2-4 GB board that is the difference between one Predictor and two. `malloc_trim(0)`
-returns every free page to the OS (milliseconds: measured 0.6-5 ms here, ~70 ms the first time after an encoder
-run). Elsewhere (macOS, musl, Windows) there is no such call and this is a no-op; those allocators return large
+returns every free page to the OS in milliseconds (docs/performance.md section 8.1). Elsewhere (macOS, musl, Windows) there is no such call and this is a no-op; those allocators return large
 blocks by themselves.
 """
 

@@ -159,8 +159,7 @@ def open_session(
 
     `flush_denormals`: treat subnormal floats (|x| < 1.2e-38) as zero, as XNNPACK (LiteRT) does by default. The
     decoder's softmax over 4096 image tokens yields subnormal probabilities, and x86 FMAs on subnormal operands
-    take a slow microcode path: the fp32 decoder measured 24.9 -> 21.1 ms with this on (2 threads, interleaved,
-    docs/performance.md); outputs move by less than the smallest normal float times the weights.
+    take a slow microcode path (the decoder's gain: docs/performance.md section 6.1); outputs move by less than the smallest normal float times the weights.
     """
     ort = _import_ort()
     if optimization not in _LEVELS:
@@ -197,12 +196,10 @@ def _use_shared_cpu_arena(ort, options) -> None:
     """Run the session's CPU tensors from one arena that every pocketsam session shares, without the memory pattern.
 
     Each onnxruntime session has its own arena by default, which keeps its peak for the session's lifetime, and
-    with the memory pattern on it also keeps, beside it, the block the pattern planned from the first run. Measured
-    here (fp32 vit_t bundle, 2 threads, one 512x512 photo, peak RSS): load 147 MiB; set_image + 50 clicks 389 MiB,
-    a second image + 50 clicks 576 MiB, with the defaults; 332 and 339 MiB with this, where the decoder's clicks
-    and batches reuse the pages the encoder's activations (its 256x256 stage: 64 MiB maps) left, and nothing is
-    planned twice. Same speed (CPU time of one encoder run 666 vs 684 ms, decoder click 18.0 vs 18.3 ms, medians of
-    8-10 interleaved runs). An allocator another library registered for the CPU is used as it is.
+    with the memory pattern on it also keeps, beside it, the block the pattern planned from the first run. With one
+    shared arena and no pattern the decoder's clicks and batches reuse the pages the encoder's activations (its
+    256x256 stage: 64 MiB maps) left, and nothing is planned twice: a second image costs no more memory than the
+    first, at the same speed (docs/performance.md section 8.1). An allocator another library registered for the CPU is used as it is.
     """
     global _ARENA_REGISTERED
     with _ARENA_LOCK:
