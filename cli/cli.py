@@ -280,13 +280,14 @@ def _batch_progress(enabled: bool):
             print(f"\rprompt batches {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
         return plain, lambda: None
-    bar = tqdm(desc="prompt batches", unit="batch")
+    bars: list = []  # made on the first call, when the total is known
 
     def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(desc="prompt batches", unit="batch", total=total))
+        bars[0].update(done - bars[0].n)
 
-    return update, bar.close
+    return update, lambda: bars[0].close() if bars else None
 
 
 def cmd_everything(args: argparse.Namespace) -> int:

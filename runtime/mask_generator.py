@@ -185,7 +185,8 @@ class MaskGenerator:
     def generate(self, image: np.ndarray, on_batch: Callable[[int, int], None] | None = None) -> list[dict]:
         """Records of every mask found in `image` (HxWx3 uint8 RGB), upstream's keys and order.
 
-        `on_batch(done, total)` is called after each batch of point prompts (progress bars)."""
+        `on_batch(done, total)` is called once before the first batch of point prompts (done = 0) and after each
+        batch (progress bars)."""
         validate_image(image)
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         crop_boxes, layer_idxs = amg.generate_crop_boxes(orig_size, self.crop_n_layers, self.crop_overlap_ratio)
@@ -193,6 +194,8 @@ class MaskGenerator:
         self.timings = {"encoder_s": 0.0, "decoder_s": 0.0, "postprocess_s": 0.0}
         total = sum(-(-len(self.point_grids[i]) // self.points_per_batch) for i in layer_idxs)
         progress = [0, total, on_batch]
+        if on_batch is not None:
+            on_batch(0, total)
         found = _Found()
         for crop_box, layer in zip(crop_boxes, layer_idxs):
             found.extend(self._process_crop(image, crop_box, layer, orig_size, progress))

@@ -175,6 +175,21 @@ def test_torch_reference_without_torch_is_a_clear_error(monkeypatch):
         bench_local([Path("/nonexistent")], IMAGE, ("decoder",), reference="torch", progress=False)
 
 
+def test_a_failed_memory_measurement_keeps_the_timings(tiny_bundle, monkeypatch):
+    """The fresh process measuring a contender's memory alone fails (here: its engine cannot run there): the row
+    keeps its timings, without a peak, and the failure is a warning that says why."""
+    from pocketsam.benchmarks import memory
+
+    def fail(recipe, image, parts, timeout_s=1800):
+        raise RuntimeError(f"measuring {recipe['name']} alone failed: BackendError: no engine here")
+
+    monkeypatch.setattr(memory, "alone_peak_mb", fail)
+    with pytest.warns(UserWarning, match="peak RSS alone not measured: .* no engine here"):
+        (row,) = bench_local([tiny_bundle], IMAGE, ("decoder",), threads=1, warmup=0, runs=1, reference="none",
+                             progress=False)
+    assert row["stats"]["median_ms"] > 0 and row["memory"]["alone_peak_mb"] is None
+
+
 # --- CLI --------------------------------------------------------------------------------------------------------
 
 

@@ -151,7 +151,7 @@ def test_batches_go_through_the_predictor_with_one_cache_per_crop() -> None:
     uses = [float(f[spec.USE_IMAGE_CACHE.name][0]) for f in feeds]
     assert uses.count(0.0) == 5  # five crops (the image + 4), each computes its image cache once
     assert max(len(f["point_coords"]) for f in feeds) <= 3  # 64 MiB / 18 MiB per prompt that reads the cache
-    assert seen[-1] == (5 * 4, 5 * 4) and [d for d, _ in seen] == list(range(1, 21))  # 4 batches per crop
+    assert seen[-1] == (5 * 4, 5 * 4) and [d for d, _ in seen] == list(range(0, 21))  # 0, then 4 batches per crop
     assert records and all(list(r) == RECORD_KEYS for r in records)
     assert set(g.timings) == {"encoder_s", "decoder_s", "postprocess_s"} and all(v >= 0 for v in g.timings.values())
 
