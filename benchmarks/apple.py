@@ -13,14 +13,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pocketsam.runtime.backends.coreml import COMPUTE_UNITS
 from pocketsam.runtime.bundle import load_bundle
 from pocketsam.runtime.errors import BackendError
 from pocketsam.runtime.loading import open_bundle
 
 from .local import bench_contenders
 from .schema import DEFAULT_PARTS
-
-COMPUTE_UNITS = ("CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL")
 
 
 def check_macos(system: Callable[[], str] = platform.system) -> None:

@@ -8,6 +8,7 @@ POCKETSAM_DEBUG=1).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -643,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     # The export registry's names only: importing it imports no converter and no torch.
     from pocketsam.benchmarks.schema import REFERENCES
     from pocketsam.export.formats import ALL_PRECISIONS, DECODER_GRAPHS, ENCODER_GRAPHS, FORMATS
+    from pocketsam.runtime.backends.coreml import COMPUTE_UNITS
+    from pocketsam.runtime.mask_generator import PRESETS, MaskGenerator
+    from pocketsam.runtime.predictor import DEFAULT_MEMORY_BUDGET_MB
 
     positive, non_negative = count_arg(1), count_arg(0)
     max_pixels = dict(type=positive, default=DEFAULT_MAX_PIXELS, metavar="N",
@@ -687,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--backend", help="engine (default: the bundle format's)")
     pr.add_argument("--threads", type=positive)
     pr.add_argument("--max-pixels", **max_pixels)
-    pr.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
+    pr.add_argument("--compute-units", choices=COMPUTE_UNITS,
                     help="coreml backend (macOS): where Core ML may run the model (default ALL)")
     add_provider_flags(pr)
     pr.set_defaults(func=cmd_predict)
@@ -698,27 +702,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("image", help="image file, or sample:NAME for a scikit-image sample photo (sample:chelsea)")
     ev.add_argument("--out", type=Path, required=True, metavar="MASKS.json", help="COCO-style annotations (RLE)")
     ev.add_argument("--overlay", type=Path, metavar="ALL.png", help="every mask in its own colour over the photo")
-    ev.add_argument("--preset", choices=["fast"],
+    ev.add_argument("--preset", choices=sorted(PRESETS),
                     help="fast: every third point of the grid in each direction (121 prompts instead of 1024; time and "
                          "agreement with the full mode in docs/performance.md); flags given explicitly win")
-    ev.add_argument("--points-per-side", type=int, metavar="N", help="grid points per side (default 32)")
-    ev.add_argument("--points-per-batch", type=int, metavar="N", help="point prompts per batch (default 64)")
-    for flag, default in (("pred-iou-thresh", "0.88"), ("stability-score-thresh", "0.95"),
-                          ("stability-score-offset", "1.0"), ("box-nms-thresh", "0.7"), ("crop-nms-thresh", "0.7"),
-                          ("crop-overlap-ratio", "512/1500")):
-        ev.add_argument(f"--{flag}", type=float, metavar="F", help=f"default {default}")
-    ev.add_argument("--crop-n-layers", type=int, metavar="N", help="default 0")
-    ev.add_argument("--crop-n-points-downscale-factor", type=int, metavar="N", help="default 1")
+    # upstream's defaults, as MaskGenerator declares them (a flag left out keeps its default)
+    mg = {k: v.default for k, v in inspect.signature(MaskGenerator.__init__).parameters.items()}
+    ev.add_argument("--points-per-side", type=int, metavar="N",
+                    help=f"grid points per side (default {mg['points_per_side']})")
+    ev.add_argument("--points-per-batch", type=int, metavar="N",
+                    help=f"point prompts per batch (default {mg['points_per_batch']})")
+    for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh",
+                 "crop_nms_thresh", "crop_overlap_ratio"):
+        ev.add_argument(f"--{name.replace('_', '-')}", type=float, metavar="F", help=f"default {mg[name]:.4g}")
+    for name in ("crop_n_layers", "crop_n_points_downscale_factor"):
+        ev.add_argument(f"--{name.replace('_', '-')}", type=int, metavar="N", help=f"default {mg[name]}")
     ev.add_argument("--min-mask-region-area", type=int, metavar="PX",
-                    help="fill holes and drop islands smaller than this (default 0: off)")
+                    help=f"fill holes and drop islands smaller than this (default {mg['min_mask_region_area']}: off)")
     ev.add_argument("--output-mode", choices=["coco_rle", "uncompressed_rle"], default="coco_rle",
                     help="segmentation encoding in the JSON (default coco_rle: pycocotools' compressed strings)")
-    ev.add_argument("--memory-budget-mb", type=float, default=256.0, metavar="MIB",
-                    help="working memory of decoder batches and post-processing (default 256)")
+    ev.add_argument("--memory-budget-mb", type=float, default=DEFAULT_MEMORY_BUDGET_MB, metavar="MIB",
+                    help=f"working memory of decoder batches and post-processing (default {DEFAULT_MEMORY_BUDGET_MB:g})")
     ev.add_argument("--backend", help="engine (default: the bundle format's)")
     ev.add_argument("--threads", type=positive)
     ev.add_argument("--max-pixels", **max_pixels)
-    ev.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
+    ev.add_argument("--compute-units", choices=COMPUTE_UNITS,
                     help="coreml backend (macOS): where Core ML may run the model (default ALL)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_everything)
@@ -732,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", type=Path, metavar="REPORT.json")
     v.add_argument("--backend")
     v.add_argument("--threads", type=positive)
-    v.add_argument("--compute-units", choices=["CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE", "ALL"],
+    v.add_argument("--compute-units", choices=COMPUTE_UNITS,
                    help="coreml backend (macOS): where Core ML may run the model (default ALL)")
     v.add_argument("--structure", action="store_true",
                    help="CoreML: check the packages' I/O against the spec, ops, weights and hashes without running "
@@ -779,7 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--perf-test", type=Path, help="android: onnxruntime_perf_test binary for the phone")
     b.add_argument("--delegates", help="android: comma-separated cpu,gpu,nnapi (TFLite) / cpu,xnnpack,nnapi (ORT)")
     b.add_argument("--nnapi-accelerator", help="android: NNAPI accelerator name (e.g. qti-dsp)")
-    b.add_argument("--compute-units", help="apple: comma-separated CPU_ONLY,CPU_AND_GPU,CPU_AND_NE,ALL (default all)")
+    b.add_argument("--compute-units", help=f"apple: comma-separated {','.join(COMPUTE_UNITS)} (default all)")
     b.add_argument("--json", type=Path, metavar="OUT.json")
     b.add_argument("--markdown", type=Path, metavar="OUT.md")
     b.add_argument("--plot", type=Path, metavar="OUT.png")
