@@ -253,14 +253,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     save_mask_png(masks[best], args.out)
     print(f"wrote {args.out}")
     if args.overlay is not None:
-        args.overlay.parent.mkdir(parents=True, exist_ok=True)
-        overlay(image, masks[best], points=coords, labels=labels, box=box).save(args.overlay)
-        print(f"wrote {args.overlay}")
+        _write_overlay(overlay(image, masks[best], points=coords, labels=labels, box=box), args.overlay)
+    _synthetic_note(bundle, "(pocketsam download-checkpoint, then export --checkpoint, for the official weights)")
+    return 0
+
+
+def _write_overlay(picture, path: Path) -> None:
+    """Save a PIL overlay image (its folder made first) and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    print(f"wrote {path}")
+
+
+def _synthetic_note(bundle, advice: str) -> None:
+    """On stderr, after everything on stdout: a bundle on synthetic weights gives no meaningful masks."""
     if bundle.is_synthetic:
         sys.stdout.flush()
         print(f"note: this bundle runs on {bundle.checkpoint_description}: masks are not meaningful segmentations "
-              "(pocketsam download-checkpoint, then export --checkpoint, for the official weights)", file=sys.stderr)
-    return 0
+              f"{advice}", file=sys.stderr)
 
 
 # SamAutomaticMaskGenerator's parameters the `everything` command takes as flags (None: upstream's default).
@@ -324,13 +334,8 @@ def cmd_everything(args: argparse.Namespace) -> int:
     print(f"{len(records)} masks ({t['encoder_s']:.2f} s encoder, {t['decoder_s']:.2f} s decoder, "
           f"{t['postprocess_s']:.2f} s post-processing); wrote {args.out}")
     if args.overlay is not None:
-        args.overlay.parent.mkdir(parents=True, exist_ok=True)
-        overlay_masks(image, records).save(args.overlay)
-        print(f"wrote {args.overlay}")
-    if bundle.is_synthetic:
-        sys.stdout.flush()
-        print(f"note: this bundle runs on {bundle.checkpoint_description}: masks are not meaningful segmentations, "
-              "and upstream's default thresholds keep few or none of them", file=sys.stderr)
+        _write_overlay(overlay_masks(image, records), args.overlay)
+    _synthetic_note(bundle, "(and upstream's default thresholds keep few or none of them)")
     return 0
 
 
