@@ -11,18 +11,17 @@ benchmark's rows, which are fed here to `pocketsam bench-merge` through the inst
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from _scripts import bench_merge
 from pocketsam.runtime import transforms
 from pocketsam.runtime.parity import checks_for
 
@@ -52,29 +51,15 @@ def test_junit_summary_is_parsed():
     assert junit_count("OK (1 test)\n") == 1
 
 
-def pocketsam_script() -> Path:
-    """The installed `pocketsam` entry point of this interpreter (beside it in a venv, else on PATH)."""
-    beside = Path(sys.executable).parent / "pocketsam"
-    found = beside if beside.exists() else shutil.which("pocketsam")
-    assert found is not None, "the pocketsam entry point is not installed (pip install -e .)"
-    return Path(found)
-
-
 def check_bench_merge(bench: Path, tmp_path: Path) -> None:
     """The Kotlin benchmark's rows through `pocketsam bench-merge`: accepted (every row validated against the bench
     row schema), joined unchanged, and in the table. The rows are BenchTest's: two LiteRT delegates timed on a fake
     clock (the GPU contender's encoder 40 ms, decoder 3 ms per call), so their medians are known exactly."""
-    merged, table = tmp_path / "merged.json", tmp_path / "merged.md"
-    run = subprocess.run([str(pocketsam_script()), "bench-merge", str(bench), "--json", str(merged), "--markdown",
-                          str(table)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    rows = json.loads(bench.read_text())["rows"]
-    assert json.loads(merged.read_text())["rows"] == rows
+    rows, md = bench_merge(bench, tmp_path)
     assert {(r["delegate"], r["part"]) for r in rows} == {(d, p) for d in ("xnnpack", "gpu")
                                                           for p in ("encoder", "decoder", "prompt", "e2e")}
     gpu = {r["part"]: r["stats"]["median_ms"] for r in rows if r["delegate"] == "gpu"}
     assert gpu == {"encoder": 40.0, "decoder": 3.0, "prompt": 3.0, "e2e": 43.0}
-    md = table.read_text()
     for part, ms in gpu.items():
         line = f"| Tensor G3 | android | mobilesam-tflite (litert 2.2.0, gpu) | {part} | "
         assert any(row.startswith(line) and f"| {ms:.1f} |" in row for row in md.splitlines()), (line, md)

@@ -12,13 +12,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import venv
 from pathlib import Path
 
 import pytest
 
+from _scripts import pocketsam_script
 from pocketsam import __version__
 from pocketsam.cli import main
 
@@ -47,8 +47,7 @@ def _keygen(path: Path) -> Path:
 
 def _remote_pocketsam() -> str:
     """This interpreter's `pocketsam` script: the "board's" install."""
-    here = Path(sys.executable).parent / "pocketsam"
-    return str(here) if here.exists() else shutil.which("pocketsam") or "pocketsam"
+    return str(pocketsam_script())
 
 
 class Server:

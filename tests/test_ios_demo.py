@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _scripts import bench_merge
 from pocketsam.benchmarks.apple import COMPUTE_UNITS
 from pocketsam.runtime import transforms
 from pocketsam.runtime.parity import checks_for
@@ -75,31 +76,17 @@ def _prepare_goldens(out: Path) -> None:
     module.prepare(out)
 
 
-def _pocketsam_script() -> Path:
-    """The installed `pocketsam` entry point of this interpreter (beside it in a venv, else on PATH)."""
-    beside = Path(sys.executable).parent / "pocketsam"
-    found = beside if beside.exists() else shutil.which("pocketsam")
-    assert found is not None, "the pocketsam entry point is not installed (pip install -e .)"
-    return Path(found)
-
-
 def _check_bench_rows(bench: Path, tmp_path: Path) -> None:
     """The Swift benchmark's rows through `pocketsam bench-merge`: accepted (every row validated against the bench
     row schema), joined unchanged, and in the table. They are BenchTests' rows: two compute units timed on a fake
     clock (CPU_ONLY: encoder 400 ms, decoder 12 ms per call), so their medians are known exactly."""
-    merged, table = tmp_path / "merged.json", tmp_path / "merged.md"
-    run = subprocess.run([str(_pocketsam_script()), "bench-merge", str(bench), "--json", str(merged), "--markdown",
-                          str(table)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    rows = json.loads(bench.read_text())["rows"]
-    assert json.loads(merged.read_text())["rows"] == rows
+    rows, md = bench_merge(bench, tmp_path)
     assert {r["target"] for r in rows} == {"apple"}
     assert {(r["delegate"], r["part"]) for r in rows} == {(u, p) for u in ("CPU_AND_NE", "CPU_ONLY")
                                                           for p in ("encoder", "decoder", "prompt", "e2e")}
     assert all(r["name"] == f"mobilesam-coreml-fp16@{r['delegate']}" for r in rows)
     cpu = {r["part"]: r["stats"]["median_ms"] for r in rows if r["delegate"] == "CPU_ONLY"}
     assert cpu == {"encoder": 400.0, "decoder": 12.0, "prompt": 12.0, "e2e": 412.0}
-    md = table.read_text()
     for part, ms in cpu.items():
         line = f"| A16 Bionic | apple | mobilesam-coreml-fp16@CPU_ONLY (coreml iOS 17.4, CPU_ONLY) | {part} | "
         assert any(row.startswith(line) and f"| {ms:.1f} |" in row for row in md.splitlines()), (line, md)
