@@ -7,7 +7,9 @@ Step by step (as coremltools' docs lay a conversion out):
    its graph fusions are off, see `export_onnx`);
 4. check the model and stamp pocketsam's metadata (spec version, part, weights id) into `metadata_props`;
 5. quantize each part by its recipe; the decoder's mask-prompt convolutions then go under an `If`
-   (`onnx_rewrite.skip_unused_mask_path`), so a click without a mask input skips them as upstream's eager code does.
+   (`onnx_rewrite.skip_unused_mask_path`), so a click without a mask input skips them as upstream's eager code does;
+   the encoder's largest activations are computed in pieces by `Loop`s (`banding.bound_encoder_memory`), which
+   bounds onnxruntime's peak memory.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .. import decoder_rewrite
 from ..calibration import decoder_calibration, encoder_calibration
 from ..core import ExportError, ExportJob
 from ..graphs import check_against_torch, dummy_inputs
+from .banding import bound_encoder_memory
 from .quantize import quantize_onnx
 from .recipes import ONNX_RECIPES, OnnxPrecision
 from .rewrite import cache_image_stage, skip_unused_mask_path
@@ -153,6 +156,11 @@ def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
                 feeds = decoder_calibration(enc, dec, job.calibration, seed=0)
         cached = spec.IMAGE_CACHE if part == "decoder" and decoder.image_cache else ()
         quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds, image_cache=cached)
+        if part == "encoder":
+            final = tmp / f"{part}.onnx"
+            rewritten = onnx.load(str(final))
+            step(f"encoder: {bound_encoder_memory(rewritten)}")
+            onnx.save(rewritten, str(final))
         if part == "decoder":
             final = tmp / f"{part}.onnx"
             rewritten = skip_unused_mask_path(onnx.load(str(final)))
