@@ -296,6 +296,8 @@ COMMAND_LINES: list[tuple[str, list[str], str]] = [
     ("--checkpoint and --seed", ["export", "--out", "{tmp}/b", "--checkpoint", "{file}", "--seed", "1"],
      "exclude each other"),
     ("--decoder-points on onnx", ["export", "--out", "{tmp}/b", "--decoder-points", "3"], "fixed-shape formats"),
+    ("--no-encoder-pieces on tflite", ["export", "--format", "tflite", "--out", "{tmp}/b", "--no-encoder-pieces"],
+     "--no-encoder-pieces: only for onnx"),
     ("--decoder-points 0", ["export", "--format", "tflite", "--out", "{tmp}/b", "--decoder-points", "0"],
      "must be >= 1"),
     ("--images with the probe", ["verify", "{bundle}", "--images", "{tmp}"], "--images needs --reference torch"),

@@ -36,7 +36,7 @@ def _run(code: str, *args: object) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-# Point 13's goal: 300 MiB. Measured here 231 MiB (chelsea, 2 threads): Python + numpy + pillow + onnxruntime
+# Point 13's goal: 300 MiB. Measured here 233 MiB (chelsea, 2 threads): Python + numpy + pillow + onnxruntime
 # 49 MiB, the two sessions 78 MiB (their 46 MiB of weights, prepacked), the encoder's 12 MiB input, and its run in
 # one shared arena (runtime/backends/ort.py), whose largest maps (the stem at 256x256, the 16384-token MLPs) the
 # exported graph computes in pieces (export/onnx/banding.py). Before: 389 MiB with onnxruntime's defaults, 330

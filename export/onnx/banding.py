@@ -76,12 +76,15 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, target: str, elem: int, rank: int,
-          axis: int, pieces: Sequence[Piece], length: int, name: str) -> list[onnx.NodeProto]:
+def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, source_shape: Sequence[int],
+          target: str, elem: int, rank: int, axis: int, pieces: Sequence[Piece], length: int, name: str,
+          ) -> list[onnx.NodeProto]:
     """Nodes that compute `target` (of onnx element type `elem` and rank `rank`) as `nodes` did, in a Loop over
-    `pieces` of `source`'s `axis`, taking `length` rows of that axis from each piece. Adds the tables to
-    graph.initializer."""
-    if axis != rank - 2:
+    `pieces` of `source` (static shape `source_shape`) along `axis`, taking `length` rows of that axis from each
+    piece. Adds the tables to graph.initializer."""
+    if axis != rank - 2 or not all(source_shape):
+        raise RewriteError(f"{name}: a loop cuts the last axis but one of a static shape (axis {axis} of "
+                           f"{list(source_shape)}, rank {rank})")
         raise RewriteError(f"{name}: a loop joins pieces of the last axis but one (axis {axis} of rank {rank})")
     p = f"{name}/"
 
@@ -101,7 +104,13 @@ def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, 
         numpy_helper.from_array(np.array([0] * axis + [len(pieces) * length, -1], np.int64), p + "joined_shape"),
     ])
     body = [helper.make_node("Gather", [t, p + "i"], [t + "/i"]) for t in (starts, ends, crops, crop_ends)]
-    body.append(helper.make_node("Slice", [source, starts + "/i", ends + "/i", p + "axis"], [p + "piece"]))
+    # The piece's shape, with only the cut axis unknown: onnx shape inference cannot tell it from a Slice whose
+    # starts are computed, and onnxruntime needs the channel count to run the convolutions in its blocked NCHWc
+    # layout (without it, in plain NCHW, the bands were ~7 % slower).
+    graph.initializer.append(numpy_helper.from_array(
+        np.array([-1 if k == axis else d for k, d in enumerate(source_shape)], np.int64), p + "piece_shape"))
+    body += [helper.make_node("Slice", [source, starts + "/i", ends + "/i", p + "axis"], [p + "slice"]),
+             helper.make_node("Reshape", [p + "slice", p + "piece_shape"], [p + "piece"])]
     for node in nodes:
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
@@ -116,11 +125,27 @@ def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, 
         [helper.make_tensor_value_info(p + "i", onnx.TensorProto.INT64, []),
          helper.make_tensor_value_info(p + "cond", onnx.TensorProto.BOOL, [])],
         [helper.make_tensor_value_info(p + "cond_out", onnx.TensorProto.BOOL, []),
-         helper.make_tensor_value_info(p + "kept", elem, None)])
+         helper.make_tensor_value_info(p + "kept", elem, None)],
+        _own_initializers(graph, nodes))
     perm = [*range(1, axis + 1), 0, *range(axis + 1, rank + 1)]
     return [helper.make_node("Loop", [p + "trips", p + "true"], [p + "stack"], body=loop_body, name=name),
             helper.make_node("Transpose", [p + "stack"], [p + "stack_t"], perm=perm),
             helper.make_node("Reshape", [p + "stack_t", p + "joined_shape"], [target])]
+
+
+def _own_initializers(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto]) -> list[onnx.TensorProto]:
+    """Remove from graph.initializer, and return, the initializers that only `nodes` read: they move into the Loop
+    body. onnxruntime looks for a Conv's weights among its own graph's initializers only, not the outer scope's,
+    to run the Conv in its blocked NCHWc layout (without it the stem's bands ran 2.3x slower, in plain NCHW)."""
+    ids = {id(n) for n in nodes}
+    read_here = {i for n in nodes for i in _inputs(n)}
+    read_elsewhere = {i for n in graph.node if id(n) not in ids for i in _inputs(n)} | {o.name for o in graph.output}
+    moving = [t for t in graph.initializer if t.name in read_here and t.name not in read_elsewhere]
+    names = {t.name for t in moving}
+    kept = [t for t in graph.initializer if t.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return moving
 
 
 def _replace(graph: onnx.GraphProto, moved: Sequence[onnx.NodeProto], loop: Sequence[onnx.NodeProto]) -> None:
@@ -230,7 +255,7 @@ def band_stem(model: onnx.ModelProto, bands: int = 4, image: str = "image") -> l
     if leaks:
         raise RewriteError(f"stem bands: the rest of the graph reads {leaks} of the stem")
     pieces, per_band = stem_pieces(reach, dims[2], bands)
-    _replace(graph, moved, _loop(graph, moved, image, target, _value_types(model)[target][0], rank=4, axis=2,
+    _replace(graph, moved, _loop(graph, moved, image, dims, target, _value_types(model)[target][0], rank=4, axis=2,
                                  pieces=pieces, length=per_band, name="stem_bands"))
     _toposort(graph)
     del graph.value_info[:]  # shapes of values now inside a Loop body
@@ -303,8 +328,8 @@ def chunk_token_mlps(model: onnx.ModelProto, chunks: int = 4, min_tokens: int = 
             continue
         per = shape[1] // chunks
         pieces = [Piece(c * per, (c + 1) * per, 0) for c in range(chunks)]
-        _replace(graph, moved, _loop(graph, moved, source, target, types[target][0], rank=3, axis=1, pieces=pieces,
-                                     length=per, name=f"mlp_chunks_{done}"))
+        _replace(graph, moved, _loop(graph, moved, source, shape, target, types[target][0], rank=3, axis=1,
+                                     pieces=pieces, length=per, name=f"mlp_chunks_{done}"))
         done += 1
     _toposort(graph)
     del graph.value_info[:]  # shapes of values now inside a Loop body

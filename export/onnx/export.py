@@ -156,7 +156,7 @@ def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
                 feeds = decoder_calibration(enc, dec, job.calibration, seed=0)
         cached = spec.IMAGE_CACHE if part == "decoder" and decoder.image_cache else ()
         quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds, image_cache=cached)
-        if part == "encoder":
+        if part == "encoder" and job.options.get("encoder_pieces", True):
             final = tmp / f"{part}.onnx"
             rewritten = onnx.load(str(final))
             step(f"encoder: {bound_encoder_memory(rewritten)}")
