@@ -26,6 +26,12 @@ from onnx import helper, numpy_helper
 
 from .rewrite import RewriteError, _inputs, _toposort
 
+# Measured on the fp32 vit_t encoder (docs/performance.md, section 8.1.1): 4 bands of the stem and 2 chunks of
+# the two 16384-token MLPs give the lowest peak; more pieces only add Loop iterations (and the stem's halo rows).
+STEM_BANDS = 4
+MLP_CHUNKS = 2
+MLP_MIN_TOKENS = 8192
+
 # Ops that compute each output element from the same element (or the same row) of their inputs: a region of them
 # can be cut along rows. Binary ones may read a constant only if it does not vary along the cut axis.
 _ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Gelu", "Relu", "Sigmoid", "Tanh", "Cast", "Identity",
@@ -184,9 +190,21 @@ class Reach:
 
     @staticmethod
     def union(reaches: Sequence["Reach"]) -> "Reach":
+        """Of an elementwise op over several such tensors: the widest reach (their strides must agree)."""
         if len({r.stride for r in reaches}) != 1:
             raise RewriteError(f"stem bands: an op joins tensors of different strides {reaches}")
         return Reach(reaches[0].stride, max(r.up for r in reaches), max(r.down for r in reaches))
+
+
+def _conv_rows(node: onnx.NodeProto) -> tuple[int, int, int] | None:
+    """(kernel, stride, top pad) of a 2-D Conv along rows, or None for one this geometry does not describe
+    (dilated, auto-padded, not 2-D)."""
+    a = _attrs(node)
+    kernel, strides, pads = a.get("kernel_shape", [1, 1]), a.get("strides", [1, 1]), a.get("pads", [0] * 4)
+    if len(kernel) != 2 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") \
+            or any(d != 1 for d in a.get("dilations", [1, 1])):
+        return None
+    return kernel[0], strides[0], pads[0]
 
 
 def stem_region(graph: onnx.GraphProto, image: str, stride2_convs: int = 3,
@@ -204,14 +222,12 @@ def stem_region(graph: onnx.GraphProto, image: str, stride2_convs: int = 3,
             continue
         others = [i for i in node.input if i and i not in reach]
         if node.op_type == "Conv":
-            a = _attrs(node)
-            kernel, strides, pads = a.get("kernel_shape", [1, 1]), a.get("strides", [1, 1]), a.get("pads", [0] * 4)
-            if node.input[0] not in reach or len(kernel) != 2 or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") \
-                    or any(d != 1 for d in a.get("dilations", [1, 1])) or any(o not in constants for o in others):
+            rows = _conv_rows(node)
+            if rows is None or node.input[0] not in reach or any(o not in constants for o in others):
                 raise RewriteError(f"stem bands: Conv {node.name!r} is not a 2-D convolution of the image's rows "
                                    "by constant weights")
-            out = reach[node.input[0]].conv(kernel[0], strides[0], pads[0])
-            seen += strides[0] == 2
+            out = reach[node.input[0]].conv(*rows)
+            seen += rows[1] == 2
         elif node.op_type in _ELEMENTWISE and all(o in constants and _invariant_along(constants[o], -2)
                                                   for o in others):
             out = Reach.union([reach[i] for i in derived])
@@ -242,7 +258,7 @@ def stem_pieces(reach: Reach, size: int, bands: int) -> tuple[list[Piece], int]:
     return pieces, per_band
 
 
-def band_stem(model: onnx.ModelProto, bands: int = 4, image: str = "image") -> list[Piece]:
+def band_stem(model: onnx.ModelProto, bands: int = STEM_BANDS, image: str = "image") -> list[Piece]:
     """Rewrite `model` in place so its stem runs in `bands` bands of rows (module doc); returns the bands' pieces
     of image rows. The image input must have a static NCHW shape."""
     graph = model.graph
@@ -303,7 +319,7 @@ def _token_region(graph: onnx.GraphProto, start: int, constants: dict[str, tuple
     return kept[::-1], source, output
 
 
-def chunk_token_mlps(model: onnx.ModelProto, chunks: int = 4, min_tokens: int = 8192) -> int:
+def chunk_token_mlps(model: onnx.ModelProto, chunks: int = MLP_CHUNKS, min_tokens: int = MLP_MIN_TOKENS) -> int:
     """Rewrite `model` in place so every per-token MLP over [1, tokens, channels] with tokens >= min_tokens (and
     divisible by chunks) runs over `chunks` slices of its tokens (module doc). Returns how many were rewritten.
     Regions that hold an op other than LayerNormalization, MatMul by a constant matrix and elementwise ops (an
@@ -335,13 +351,6 @@ def chunk_token_mlps(model: onnx.ModelProto, chunks: int = 4, min_tokens: int = 
     del graph.value_info[:]  # shapes of values now inside a Loop body
     onnx.checker.check_model(model)
     return done
-
-
-# Measured on the fp32 vit_t encoder (docs/performance.md, section 8.1): 4 bands of the stem and 2 chunks of the
-# two 16384-token MLPs give the lowest peak; more pieces only add Loop iterations (and the stem's halo rows).
-STEM_BANDS = 4
-MLP_CHUNKS = 2
-MLP_MIN_TOKENS = 8192
 
 
 def bound_encoder_memory(model: onnx.ModelProto, stem_bands: int = STEM_BANDS, mlp_chunks: int = MLP_CHUNKS,
