@@ -49,8 +49,8 @@ def photo() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny_encoders(tmp_path_factory, tiny_model) -> dict[str, Path]:
-    """The shrunk model's fast encoder graph as ONNX, whole (before the rewrite), in each calibration-free
-    precision."""
+    """The shrunk model's fast encoder graph as ONNX, whole (before the rewrite), in each ONNX precision."""
+    from pocketsam.export.calibration import encoder_calibration
     from pocketsam.export.graphs import encoder_graph
     from pocketsam.export.onnx.export import export_onnx
     from pocketsam.export.onnx.quantize import quantize_onnx
@@ -63,10 +63,13 @@ def tiny_encoders(tmp_path_factory, tiny_model) -> dict[str, Path]:
     paths = {"fp32": fp32}
     for precision in (OnnxPrecision.FP16, OnnxPrecision.INT8_DYNAMIC):
         paths[precision.value] = quantize_onnx(fp32, folder / f"{precision.value}.onnx", ONNX_RECIPES[precision])
+    static = OnnxPrecision.INT8_STATIC  # calibrated on the one photo: enough for a graph to compare against
+    paths[static.value] = quantize_onnx(fp32, folder / f"{static.value}.onnx", ONNX_RECIPES[static],
+                                        encoder_calibration([load_image(PHOTO)]))
     return paths
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-dynamic"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-dynamic", "int8-static"])
 def test_banded_encoder_computes_what_the_whole_graph_does(tiny_encoders, photo, precision):
     whole = onnx.load(str(tiny_encoders[precision]))
     banded = onnx.ModelProto()
@@ -76,13 +79,14 @@ def test_banded_encoder_computes_what_the_whole_graph_does(tiny_encoders, photo,
     assert "stem_bands" in loops, summary
     # The shrunk model's one 128x128 stage block has a 16384-token MLP; int8-dynamic quantizes its activations
     # with one scale per tensor (DynamicQuantizeLinear), a statistic chunks would change, so it stays whole.
+    # int8-static's quantizer wrote its products as Reshape, Gemm, Reshape, which are cut too.
     assert len(loops) == (1 if precision == "int8-dynamic" else 2), (summary, loops)
     want, got = _run(whole, photo), _run(banded, photo)
-    if precision == "int8-dynamic":
-        # A float difference of 1e-6 before a DynamicQuantizeLinear can move a value to the next int8 step, so a
-        # band that summed in another order would differ from the whole graph by a quantization step (0.065 of 4.8
-        # was seen here while the bands' convolutions ran in another layout). What must hold: the quantization
-        # error against fp32 is no worse.
+    if precision.startswith("int8"):
+        # A float difference of 1e-6 before a QuantizeLinear (or int8-dynamic's DynamicQuantizeLinear) can move a
+        # value to the next int8 step, so a piece that summed in another order differs from the whole graph by a
+        # quantization step (0.065 of 4.8 was seen here while the bands' convolutions ran in another layout).
+        # What must hold: the quantization error against fp32 is no worse.
         fp32 = _run(onnx.load(str(tiny_encoders["fp32"])), photo)
         errs = {name: (float(np.abs(v - fp32).max()), float(np.abs(v - fp32).mean()))
                 for name, v in (("whole", want), ("banded", got))}

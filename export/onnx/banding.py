@@ -282,21 +282,37 @@ def band_stem(model: onnx.ModelProto, bands: int = STEM_BANDS, image: str = "ima
 # --- per-token MLPs, in chunks of tokens ---------------------------------------------------------------------
 
 
-def _token_region(graph: onnx.GraphProto, start: int, constants: dict[str, tuple[int, ...]],
+def _token_reshape(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], tokens: int) -> bool:
+    """Whether a Reshape only merges or splits a batch of 1 with `tokens` rows ([1, T, C] <-> [T, C]; onnxruntime's
+    quantizer writes MatMul + Add as Reshape, Gemm, Reshape), so that on a chunk it is the same with T = -1."""
+    shape = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    if shape is None:
+        return False
+    dims = [int(d) for d in numpy_helper.to_array(shape)]
+    return len(dims) in (2, 3) and dims[-2] == tokens and (len(dims) == 2 or dims[0] == 1)
+
+
+def _token_region(graph: onnx.GraphProto, start: int, tokens: int, constants: dict[str, tuple[int, ...] | None],
                   ) -> tuple[list[onnx.NodeProto], str, str] | None:
-    """(the per-token nodes from the LayerNormalization graph.node[start] on, its input, the value they give the
-    rest of the graph), or None when that region is not an MLP (fewer than two MatMuls by constants)."""
+    """(the per-token nodes from the LayerNormalization graph.node[start] over `tokens` rows on, its input, the
+    value they give the rest of the graph), or None when that region is not an MLP (fewer than two products by
+    constant matrices)."""
     norm = graph.node[start]
     source = norm.input[0]
+    initializers = {t.name: t for t in graph.initializer}
     region, values = [norm], {*norm.output}
     for node in graph.node[start + 1:]:
         inputs = [i for i in node.input if i]
         if not any(i in values or i == source for i in inputs):
             continue
         others = [i for i in inputs if i not in values and i != source]
-        if node.op_type == "MatMul":
+        if node.op_type in ("MatMul", "Gemm"):
             weight = constants.get(node.input[1], ())
-            ok = node.input[0] in values and weight is not None and len(weight) == 2
+            bias = constants.get(node.input[2], ()) if len(node.input) > 2 and node.input[2] else (0,)
+            ok = (node.input[0] in values and weight is not None and len(weight) == 2 and bias is not None
+                  and len(bias) == 1 and not _attrs(node).get("transA", 0))
+        elif node.op_type == "Reshape":
+            ok = node.input[0] in values and _token_reshape(node, initializers, tokens)
         else:
             ok = node.op_type in _ELEMENTWISE and all(o in constants and _invariant_along(constants[o], -2)
                                                       for o in others)
@@ -314,16 +330,37 @@ def _token_region(graph: onnx.GraphProto, start: int, constants: dict[str, tuple
         if needed & set(node.output):
             kept.append(node)
             needed.update(node.input)
-    if output is None or sum(n.op_type == "MatMul" for n in kept) < 2:
+    if output is None or sum(n.op_type in ("MatMul", "Gemm") for n in kept) < 2:
         return None
     return kept[::-1], source, output
+
+
+def _free_token_reshapes(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], tokens: int) -> None:
+    """Point the Reshapes among `nodes` at copies of their shapes with -1 for `tokens`, so they fit any chunk."""
+    initializers = {t.name: t for t in graph.initializer}
+    replaced = set()
+    for node in nodes:
+        if node.op_type == "Reshape":
+            dims = numpy_helper.to_array(initializers[node.input[1]]).copy()
+            dims[-2] = -1
+            name = f"{node.input[1]}/any_tokens"
+            if name not in initializers:
+                initializers[name] = numpy_helper.from_array(dims.astype(np.int64), name)
+                graph.initializer.append(initializers[name])
+            replaced.add(node.input[1])
+            node.input[1] = name
+    read = {i for n in graph.node for i in _inputs(n)}
+    kept = [t for t in graph.initializer if t.name not in replaced - read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def chunk_token_mlps(model: onnx.ModelProto, chunks: int = MLP_CHUNKS, min_tokens: int = MLP_MIN_TOKENS) -> int:
     """Rewrite `model` in place so every per-token MLP over [1, tokens, channels] with tokens >= min_tokens (and
     divisible by chunks) runs over `chunks` slices of its tokens (module doc). Returns how many were rewritten.
-    Regions that hold an op other than LayerNormalization, MatMul by a constant matrix and elementwise ops (an
-    int8-dynamic graph's DynamicQuantizeLinear, whose scale is a statistic of the whole tensor) are left whole."""
+    Regions that hold an op other than LayerNormalization, MatMul or Gemm by a constant matrix, the Reshapes around
+    a Gemm and elementwise ops (an int8-dynamic graph's DynamicQuantizeLinear, whose scale is a statistic of the
+    whole tensor) are left whole."""
     types = _value_types(model)
     graph = model.graph
     _toposort(graph)
@@ -336,12 +373,13 @@ def chunk_token_mlps(model: onnx.ModelProto, chunks: int = MLP_CHUNKS, min_token
         if node.op_type != "LayerNormalization" or _attrs(node).get("axis", -1) not in (-1, len(shape) - 1) \
                 or len(shape) != 3 or shape[0] != 1 or shape[1] < min_tokens or shape[1] % chunks:
             continue
-        found = _token_region(graph, k - 1, _constant_shapes(graph))
+        found = _token_region(graph, k - 1, shape[1], _constant_shapes(graph))
         if found is None:
             continue
         moved, source, target = found
         if _leaks(graph, moved, target):
             continue
+        _free_token_reshapes(graph, moved, shape[1])
         per = shape[1] // chunks
         pieces = [Piece(c * per, (c + 1) * per, 0) for c in range(chunks)]
         _replace(graph, moved, _loop(graph, moved, source, shape, target, types[target][0], rank=3, axis=1,
