@@ -101,6 +101,7 @@ FORMATS: dict[str, FormatExporter] = {
         name="onnx",
         recipes=ONNX_RECIPES,
         export_parts=_export_onnx,
+        steps=5,  # tracing 2, quantizing 2, the encoder's pieces 1
         default_decoder_graph="fast",
         default_encoder_graph="fast",
     ),

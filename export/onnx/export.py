@@ -155,14 +155,15 @@ def export_onnx_parts(job: ExportJob) -> dict[str, dict[str, list]]:
                 dec = open_session("onnxruntime", fp32["decoder"], traced)
                 feeds = decoder_calibration(enc, dec, job.calibration, seed=0)
         cached = spec.IMAGE_CACHE if part == "decoder" and decoder.image_cache else ()
-        quantize_onnx(fp32[part], tmp / f"{part}.onnx", recipe, feeds, image_cache=cached)
-        if part == "encoder" and job.options.get("encoder_pieces", True):
-            final = tmp / f"{part}.onnx"
+        final = tmp / f"{part}.onnx"
+        quantize_onnx(fp32[part], final, recipe, feeds, image_cache=cached)
+        if part == "encoder" and not job.options.get("encoder_pieces", True):
+            step("encoder: the whole graph (--no-encoder-pieces)")
+        elif part == "encoder":
             rewritten = onnx.load(str(final))
             step(f"encoder: {bound_encoder_memory(rewritten)}")
             onnx.save(rewritten, str(final))
         if part == "decoder":
-            final = tmp / f"{part}.onnx"
             rewritten = skip_unused_mask_path(onnx.load(str(final)))
             if decoder.image_cache:
                 rewritten = cache_image_stage(rewritten)
