@@ -197,8 +197,8 @@ def _use_shared_cpu_arena(ort, options) -> None:
 
     Each onnxruntime session has its own arena by default, which keeps its peak for the session's lifetime, and
     with the memory pattern on it also keeps, beside it, the block the pattern planned from the first run. With one
-    shared arena and no pattern the decoder's clicks and batches reuse the pages the encoder's activations (its
-    256x256 stage: 64 MiB maps) left, and nothing is planned twice: a second image costs no more memory than the
+    shared arena and no pattern the decoder's clicks and batches reuse the pages the encoder's activations left,
+    and nothing is planned twice: a second image costs no more memory than the
     first, at the same speed (docs/performance.md section 8.1). An allocator another library registered for the CPU
     is used as it is.
     """
