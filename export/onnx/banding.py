@@ -82,15 +82,13 @@ def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, source_shape: Sequence[int],
-          target: str, elem: int, rank: int, axis: int, pieces: Sequence[Piece], length: int, name: str,
-          ) -> list[onnx.NodeProto]:
+def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, target: str, elem: int, rank: int,
+          axis: int, pieces: Sequence[Piece], length: int, name: str) -> list[onnx.NodeProto]:
     """Nodes that compute `target` (of onnx element type `elem` and rank `rank`) as `nodes` did, in a Loop over
-    `pieces` of `source` (static shape `source_shape`) along `axis`, taking `length` rows of that axis from each
-    piece. Adds the tables to graph.initializer."""
-    if axis != rank - 2 or not all(source_shape):
-        raise RewriteError(f"{name}: a loop cuts the last axis but one of a static shape (axis {axis} of "
-                           f"{list(source_shape)}, rank {rank})")
+    `pieces` of `source`'s `axis`, taking `length` rows of that axis from each piece. Moves the initializers only
+    `nodes` read into the Loop's body and adds its tables to graph.initializer."""
+    if axis != rank - 2:
+        raise RewriteError(f"{name}: a loop joins pieces of the last axis but one (axis {axis} of rank {rank})")
         raise RewriteError(f"{name}: a loop joins pieces of the last axis but one (axis {axis} of rank {rank})")
     p = f"{name}/"
 
@@ -106,17 +104,11 @@ def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, 
         numpy_helper.from_array(np.array(True), p + "true"),
         # [n, d0, ..., d_axis, last] -> (perm) [d0, ..., n, d_axis, last] -> [d0, ..., n * length, last]. Not the
         # static shape: with it (shape inference then goes on past the Loop) onnxruntime's optimizer rewrote the
-        # rest of the graph, and the encoder's peak rose back by 50-60 MiB (docs/performance.md, section 8.1).
+        # rest of the graph, and the encoder's peak rose from +65 to +151 MiB (docs/performance.md, section 8.1.1).
         numpy_helper.from_array(np.array([0] * axis + [len(pieces) * length, -1], np.int64), p + "joined_shape"),
     ])
     body = [helper.make_node("Gather", [t, p + "i"], [t + "/i"]) for t in (starts, ends, crops, crop_ends)]
-    # The piece's shape, with only the cut axis unknown: onnx shape inference cannot tell it from a Slice whose
-    # starts are computed, and onnxruntime needs the channel count to run the convolutions in its blocked NCHWc
-    # layout (without it, in plain NCHW, the bands were ~7 % slower).
-    graph.initializer.append(numpy_helper.from_array(
-        np.array([-1 if k == axis else d for k, d in enumerate(source_shape)], np.int64), p + "piece_shape"))
-    body += [helper.make_node("Slice", [source, starts + "/i", ends + "/i", p + "axis"], [p + "slice"]),
-             helper.make_node("Reshape", [p + "slice", p + "piece_shape"], [p + "piece"])]
+    body.append(helper.make_node("Slice", [source, starts + "/i", ends + "/i", p + "axis"], [p + "piece"]))
     for node in nodes:
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
@@ -271,7 +263,7 @@ def band_stem(model: onnx.ModelProto, bands: int = STEM_BANDS, image: str = "ima
     if leaks:
         raise RewriteError(f"stem bands: the rest of the graph reads {leaks} of the stem")
     pieces, per_band = stem_pieces(reach, dims[2], bands)
-    _replace(graph, moved, _loop(graph, moved, image, dims, target, _value_types(model)[target][0], rank=4, axis=2,
+    _replace(graph, moved, _loop(graph, moved, image, target, _value_types(model)[target][0], rank=4, axis=2,
                                  pieces=pieces, length=per_band, name="stem_bands"))
     _toposort(graph)
     del graph.value_info[:]  # shapes of values now inside a Loop body
@@ -382,7 +374,7 @@ def chunk_token_mlps(model: onnx.ModelProto, chunks: int = MLP_CHUNKS, min_token
         _free_token_reshapes(graph, moved, shape[1])
         per = shape[1] // chunks
         pieces = [Piece(c * per, (c + 1) * per, 0) for c in range(chunks)]
-        _replace(graph, moved, _loop(graph, moved, source, shape, target, types[target][0], rank=3, axis=1,
+        _replace(graph, moved, _loop(graph, moved, source, target, types[target][0], rank=3, axis=1,
                                      pieces=pieces, length=per, name=f"mlp_chunks_{done}"))
         done += 1
     _toposort(graph)
