@@ -78,6 +78,12 @@ def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, list[int]]]:
             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
 
 
+def _read_outside(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto]) -> set[str]:
+    """Values that graph's other top-level nodes (their subgraphs included) or its outputs read."""
+    ids = {id(n) for n in nodes}
+    return {i for n in graph.node if id(n) not in ids for i in _inputs(n)} | {o.name for o in graph.output}
+
+
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -88,7 +94,6 @@ def _loop(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto], source: str, 
     `pieces` of `source`'s `axis`, taking `length` rows of that axis from each piece. Moves the initializers only
     `nodes` read into the Loop's body and adds its tables to graph.initializer."""
     if axis != rank - 2:
-        raise RewriteError(f"{name}: a loop joins pieces of the last axis but one (axis {axis} of rank {rank})")
         raise RewriteError(f"{name}: a loop joins pieces of the last axis but one (axis {axis} of rank {rank})")
     p = f"{name}/"
 
@@ -135,9 +140,7 @@ def _own_initializers(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto]) -
     """Remove from graph.initializer, and return, the initializers that only `nodes` read: they move into the Loop
     body. onnxruntime looks for a Conv's weights among its own graph's initializers only, not the outer scope's,
     to run the Conv in its blocked NCHWc layout (without it the stem's bands ran 2.3x slower, in plain NCHW)."""
-    ids = {id(n) for n in nodes}
-    read_here = {i for n in nodes for i in _inputs(n)}
-    read_elsewhere = {i for n in graph.node if id(n) not in ids for i in _inputs(n)} | {o.name for o in graph.output}
+    read_here, read_elsewhere = {i for n in nodes for i in _inputs(n)}, _read_outside(graph, nodes)
     moving = [t for t in graph.initializer if t.name in read_here and t.name not in read_elsewhere]
     names = {t.name for t in moving}
     kept = [t for t in graph.initializer if t.name not in names]
@@ -157,10 +160,8 @@ def _replace(graph: onnx.GraphProto, moved: Sequence[onnx.NodeProto], loop: Sequ
 
 def _leaks(graph: onnx.GraphProto, moved: Sequence[onnx.NodeProto], target: str) -> list[str]:
     """Values computed by `moved` that a node outside it, or a graph output, reads (other than `target`)."""
-    ids = {id(n) for n in moved}
     produced = {o for n in moved for o in n.output}
-    read = {i for n in graph.node if id(n) not in ids for i in _inputs(n)} | {o.name for o in graph.output}
-    return sorted((produced & read) - {target})
+    return sorted((produced & _read_outside(graph, moved)) - {target})
 
 
 # --- the stem, in bands of rows ------------------------------------------------------------------------------
@@ -312,8 +313,7 @@ def _token_region(graph: onnx.GraphProto, start: int, tokens: int, constants: di
             continue
         region.append(node)
         values.update(node.output)
-    ids = {id(n) for n in region}
-    read = {i for n in graph.node if id(n) not in ids for i in _inputs(n)} | {o.name for o in graph.output}
+    read = _read_outside(graph, region)
     # The region ends at the first of its values that the rest of the graph reads (the residual add's output;
     # per-token ops of the next block may have joined after it), and holds only what that value needs.
     output = next((o for n in region for o in n.output if o in read), None)
